@@ -1,0 +1,130 @@
+"""Shared building blocks: masked reductions, masked softmax, a length-aware LSTM encoder, resampling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean over real steps only; an all-padding row gives zeros (not NaN)."""
+    m = mask.unsqueeze(-1).to(values.dtype)
+    total = (values * m).sum(dim)
+    count = m.sum(dim).clamp_min(1.0)
+    return total / count
+
+
+def masked_max(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    filled = values.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+    out = filled.max(dim).values
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax where masked positions get exactly zero weight; an all-masked row gives all zeros."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=dim)
+    return torch.nan_to_num(weights, nan=0.0)
+
+
+def last_valid(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The output at each sequence's last real step ``[B, D]`` (zeros for empty sequences)."""
+    lengths = mask.sum(1)
+    index = (lengths - 1).clamp_min(0)
+    out = values[torch.arange(values.shape[0], device=values.device), index]
+    return out * (lengths > 0).unsqueeze(-1).to(out.dtype)
+
+
+class SequenceEncoder(nn.Module):
+    """(Bi)LSTM over the real steps of each sequence (packed, so padding never enters the recurrence).
+
+    Returns per-step outputs ``[B, T, H * directions]`` (zero at padding) and the final state ``[B, H * dirs]``
+    (forward direction at the last real step, backward direction at the first). Empty sequences give zeros.
+    """
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0
+    ):
+        super().__init__()
+        self.lstm = nn.LSTM(
+            input_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.output_dim = hidden_dim * (2 if bidirectional else 1)
+        self.bidirectional = bidirectional
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, steps, _ = values.shape
+        lengths = mask.sum(1)
+        nonempty = lengths > 0
+        packed = pack_padded_sequence(
+            values, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, (h_n, _) = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
+        if self.bidirectional:
+            final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+        else:
+            final = h_n[-1]
+        keep = nonempty.to(out.dtype)
+        out = out * mask.unsqueeze(-1).to(out.dtype)
+        return out, final * keep.unsqueeze(-1)
+
+
+def resample_to_lengths(values: torch.Tensor, mask: torch.Tensor, target_lengths: torch.Tensor, target_steps: int):
+    """Nearest-neighbour resampling of each sequence's real steps onto ``target_lengths[b]`` steps.
+
+    Used when a model needs one time axis and no timestamps exist: step t of the target takes source step
+    ``floor(t * L_src / L_tgt)``, which repeats frames of a slower stream (upsampling) and picks evenly spaced
+    frames of a faster one (downsampling). Returns values ``[B, target_steps, D]`` and the target mask.
+    """
+    batch = values.shape[0]
+    src_len = mask.sum(1).to(torch.float32)
+    t = torch.arange(target_steps, device=values.device, dtype=torch.float32).unsqueeze(0)
+    tgt = target_lengths.to(torch.float32).clamp_min(1).unsqueeze(1)
+    index = torch.floor(t * src_len.unsqueeze(1) / tgt).long()
+    index = torch.minimum(index, (src_len.long() - 1).clamp_min(0).unsqueeze(1))
+    out = torch.gather(values, 1, index.unsqueeze(-1).expand(batch, target_steps, values.shape[-1]))
+    new_mask = torch.arange(target_steps, device=values.device).unsqueeze(0) < target_lengths.unsqueeze(1)
+    new_mask = new_mask & (src_len > 0).unsqueeze(1)
+    return out * new_mask.unsqueeze(-1).to(out.dtype), new_mask
+
+
+def align_to_common_axis(inputs, modalities, reference: str | None = None):
+    """Resample every modality onto the time axis of ``reference`` (default: the longest per batch, i.e. the
+    highest rate). Returns ``{m: values}`` all ``[B, T, D_m]`` and the shared mask."""
+    if reference is None:
+        reference = max(modalities, key=lambda m: inputs[m][1].sum().item())
+    _, ref_mask = inputs[reference]
+    target_lengths = ref_mask.sum(1)
+    steps = ref_mask.shape[1]
+    aligned = {}
+    shared_mask = ref_mask.bool()
+    for m in modalities:
+        values, mask = inputs[m]
+        if m == reference:
+            aligned[m] = values
+        else:
+            aligned[m], _ = resample_to_lengths(values, mask.bool(), target_lengths, steps)
+    return aligned, shared_mask
+
+
+class OutputHead(nn.Module):
+    """MLP head: optional hidden layer(s) then a linear map to the task's outputs."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden_dim: int = 0, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden_dim:
+            layers += [nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
+            input_dim = hidden_dim
+        layers.append(nn.Linear(input_dim, output_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
