@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from emofusion.data.batch import ModelInputs
+from emofusion.data.format_utils import as_bool
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import OutputHead, align_to_common_axis
+from emofusion.models.layers import OutputHead, resample_to_lengths
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -157,10 +158,11 @@ class RMFN(FusionModel):
     ``fuse_dim``, ``z_dim``, ``summarize`` ("all" = S over s^[1:K], "last" = S over s^[K]), ``reference``
     (time axis used when the modalities are not on a common axis; default text, else the first modality).
 
-    Input alignment: if every modality has the same padded length the input is taken as already aligned
-    (e.g. ``synthetic:aligned``, the MFN word-aligned files) and each modality's own mask decides where its
-    LSTHM updates; otherwise all modalities are resampled onto the reference modality's steps with
-    :func:`align_to_common_axis` (nearest-neighbour), reported as ``extras["alignment"]``.
+    Input alignment (``align``): the model needs one time axis. With word-aligned data (``synthetic:aligned``,
+    the MFN files) the modalities already share it (the dataset layer aligned them by timestamps). Otherwise
+    each sample's modalities are resampled (nearest neighbour, :func:`resample_to_lengths`, the function
+    behind ``align_to_common_axis``) onto the reference modality's steps; this is the identity for samples
+    whose lengths already agree. ``extras["alignment"]`` says which happened ("given" / "resampled:<ref>").
     """
 
     def __init__(
@@ -179,15 +181,21 @@ class RMFN(FusionModel):
         head_dim: int = 64,
         dropout: float = 0.1,
         reference: str | None = None,
+        align: str = "resample",
     ):
         super().__init__(modality_dims, task)
+        if align not in ("resample", "index"):
+            raise ValueError(f"rmfn: align must be 'resample' or 'index', got {align!r}")
+        self.align = align
         if int(stages) < 1:
             raise ValueError(f"rmfn: stages must be >= 1, got {stages}")
         if reference is not None and reference not in modality_dims:
             raise ValueError(f"rmfn: reference modality {reference!r} not among {list(modality_dims)}")
         self.stages = int(stages)
-        self.mfp = bool(mfp)
-        self.highlight = bool(highlight) and self.mfp
+        # options may arrive as strings from the CLI ("model.mfp=false")
+        self.mfp = as_bool(mfp)
+        self.highlight = as_bool(highlight) and self.mfp
+        highlight_scale = as_bool(highlight_scale)
         self.hidden_dim = hidden_dim
         self.reference = reference or ("text" if "text" in modality_dims else self.modalities[0])
         h_dim = hidden_dim * len(self.modalities)
@@ -215,16 +223,41 @@ class RMFN(FusionModel):
         }
 
     def _common_axis(self, inputs) -> tuple[dict[str, torch.Tensor], torch.Tensor, str]:
-        """Values ``{m: [B, T, D_m]}`` on one time axis and per-modality masks ``[M, B, T]``."""
-        steps = {inputs[m][0].shape[1] for m in self.modalities}
-        if len(steps) == 1:
-            values = {m: inputs[m][0] for m in self.modalities}
-            masks = torch.stack([inputs[m][1] for m in self.modalities], dim=0)
-            return values, masks, "given"
-        # fixed reference (not "longest in the batch") so a sample gets the same axis alone or in any batch
-        values, mask = align_to_common_axis(inputs, self.modalities, self.reference)
-        masks = torch.stack([mask & (inputs[m][1].sum(1) > 0).unsqueeze(1) for m in self.modalities], dim=0)
-        return values, masks, f"resampled:{self.reference}"
+        """Values ``{m: [B, T, D_m]}`` on one time axis and per-modality masks ``[M, B, T]``.
+
+        Decided per sample (never per batch, so a sample gets the same axis alone or in any batch): the
+        axis has the reference modality's length (or, if it is empty, the longest modality's), and every
+        modality is resampled onto it with :func:`resample_to_lengths`, which is the identity when the
+        lengths already agree (aligned data). ``align="index"`` instead takes step i of every modality as
+        the same time (each modality's LSTHM stops at its own last step).
+        """
+        lengths = torch.stack([inputs[m][1].sum(1) for m in self.modalities], dim=0)  # [M, B]
+        if self.align == "index":
+            steps = max(inputs[m][0].shape[1] for m in self.modalities)
+            values, masks = {}, []
+            for m in self.modalities:
+                v, mask = inputs[m]
+                pad = steps - v.shape[1]
+                values[m] = nn.functional.pad(v, (0, 0, 0, pad))
+                masks.append(nn.functional.pad(mask, (0, pad), value=False))
+            return values, torch.stack(masks, dim=0), "index"
+        ref_len = (
+            lengths[self.modalities.index(self.reference)] if self.reference in self.modalities else None
+        )
+        target = lengths.max(0).values
+        if ref_len is not None:
+            target = torch.where(ref_len > 0, ref_len, target)
+        steps = int(target.max().item()) if target.numel() else 0
+        values, masks = {}, []
+        for i, m in enumerate(self.modalities):
+            v, mask = inputs[m]
+            if v.shape[1] == 0:  # nothing to gather from: one zero step (masked out below)
+                v, mask = nn.functional.pad(v, (0, 0, 0, 1)), nn.functional.pad(mask, (0, 1), value=False)
+            values[m], new_mask = resample_to_lengths(v, mask, target, steps)
+            masks.append(new_mask & (lengths[i] > 0).unsqueeze(1))
+        nonempty = lengths > 0
+        same = bool(((lengths == target.unsqueeze(0)) | ~nonempty).all())
+        return values, torch.stack(masks, dim=0), "given" if same else f"resampled:{self.reference}"
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         inputs = self.check_inputs(inputs)
