@@ -1,0 +1,458 @@
+"""Hierarchical delta-attention with DCCA (paper 002, §4, eq. 9-17).
+
+Pipeline per modality M: Conv1D (eq. 9) -> multi-head *delta* self-attention (eq. 10-12) giving ``Y_M``
+``[T_M, d_o]``; a 2-layer convolutional DCCA encoder ``E_M`` maps ``Y_M`` to ``Yhat_M`` ``[T_M, d_r]``
+trained with a multi-view correlation objective (eq. 13); the fused sequence ``Yhat_Fused`` is attended
+(eq. 14-16) with skip connections from ``Y_M``, pooled, and a linear (softmax) head classifies (eq. 17).
+
+Interpretation choices (also in docs/models/delta_attention.md):
+- RPE_ij = (Xhat_j - Xhat_i) . w_{clip(j - i)}: the paper's ``W_RelPos in R^{d_ch x T_M}`` has one column per
+  position, which cannot handle variable lengths; we keep one column per *relative offset* in
+  ``[-K, K]`` (K = window, or ``max_relative_position`` for an unlimited window; farther offsets share the
+  edge column). One scalar per (i, j), shared by all heads, added to QK^T before the 1/sqrt(d_k) scaling.
+- The window is symmetric, ``|i - j| <= w`` (the paper's "i <= j" remark is read as describing the pair).
+- ``Yhat_Fused`` = the per-modality DCCA outputs concatenated along *time* (T_Fused = T_L + T_V + T_A), which
+  works for unaligned input; the skip connection adds a projection of ``Y_M`` at the same step.
+- Multi-view CCA = mean over modality pairs of the sum of canonical correlations (regularised covariances,
+  float64, SVD of ``S11^-1/2 S12 S22^-1/2``), divided by ``d_r``; samples are utterances (masked-mean pooled
+  sequences) by default, or frames on a common time axis (``cca_pairing="frames"``).
+- The head is applied to the masked mean of ``Z_Fused``; with a regression task (MOSEI intensities) it
+  outputs one value per emotion (bounded), with a classification task it outputs logits (softmax in the loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from emofusion.data.batch import ModelInputs
+from emofusion.models.attention import MultiHeadAttention, window_mask
+from emofusion.models.base import FusionModel, ModelOutput
+from emofusion.models.layers import masked_mean, resample_to_lengths
+from emofusion.models.mult import TemporalConv
+from emofusion.models.registry import register_model
+from emofusion.tasks import TaskSpec
+
+VARIANTS = ("full", "dcca", "unimodal")
+INPUT_STAGES = ("raw", "representation", "correlated")
+
+
+def _parse_window(window) -> int | None:
+    if window is None or (isinstance(window, str) and window.lower() in ("inf", "none", "full")):
+        return None
+    if isinstance(window, float) and math.isinf(window):
+        return None
+    w = int(window)
+    if w < 0:
+        raise ValueError(f"delta window must be >= 0 or 'inf', got {window!r}")
+    return w
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eq. 10-12: delta self-attention
+
+
+class DeltaSelfAttention(nn.Module):
+    """Multi-head self-attention with the delta relative-position term and a sliding window (eq. 10-12).
+
+    Per head: ``softmax((Q K^T + RPE) / sqrt(d_k)) V`` with ``V`` of size ``d_ch`` per head; heads are
+    concatenated and projected by ``W_O`` to ``d_out`` (eq. 12).
+    """
+
+    def __init__(
+        self,
+        d_ch: int,
+        num_heads: int = 4,
+        d_k: int | None = None,
+        d_out: int | None = None,
+        window: int | str | None = None,
+        max_relative_position: int = 32,
+        use_delta: bool = True,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.window = _parse_window(window)
+        self.d_k = d_k or d_ch
+        self.use_delta = use_delta
+        self.attn = MultiHeadAttention(
+            d_ch, num_heads, head_dim=self.d_k, value_head_dim=d_ch, out_dim=d_out or d_ch, dropout=dropout
+        )
+        self.max_offset = self.window if self.window is not None else int(max_relative_position)
+        if use_delta:
+            # one column per relative offset in [-K, K]: d_ch x (2K + 1) parameters, shared across heads
+            self.rel_pos = nn.Parameter(torch.randn(d_ch, 2 * self.max_offset + 1) / math.sqrt(d_ch))
+        else:
+            self.register_parameter("rel_pos", None)
+
+    def relative_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``RPE[b, i, j] = (x[b, j] - x[b, i]) . w[clip(j - i, -K, K)]`` as ``[B, T, T]``."""
+        steps = x.shape[1]
+        idx = torch.arange(steps, device=x.device)
+        offset = (idx.unsqueeze(0) - idx.unsqueeze(1)).clamp(
+            -self.max_offset, self.max_offset
+        ) + self.max_offset
+        proj = x @ self.rel_pos  # [B, T, 2K+1]: x_t . w_k for every step and offset
+        rows = idx.unsqueeze(1).expand(steps, steps)  # i
+        cols = idx.unsqueeze(0).expand(steps, steps)  # j
+        # (x_j - x_i) . w_k = x_j . w_k - x_i . w_k, both read from proj at the pair's own offset
+        return proj[:, cols, offset] - proj[:, rows, offset]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        steps = x.shape[1]
+        bias = None
+        if self.use_delta:
+            bias = (self.relative_logits(x) / math.sqrt(self.d_k)).unsqueeze(1)
+        structural = window_mask(steps, steps, self.window, x.device)
+        return self.attn(
+            x, x, x, key_mask=mask, structural_mask=structural, bias=bias, need_weights=need_weights
+        )
+
+
+class DeltaEncoder(nn.Module):
+    """One modality's unimodal module: Conv1D (eq. 9) then delta self-attention layer(s) -> ``Y_M``.
+
+    With ``num_layers=1`` (default) this is exactly eq. 9-12 followed by a LayerNorm. Extra layers are
+    post-norm transformer layers (delta attention + FFN, residuals) in ``d_ch`` before the final eq.-12 layer.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        d_ch: int = 32,
+        d_out: int = 64,
+        num_heads: int = 4,
+        d_k: int | None = None,
+        kernel_size: int = 3,
+        window=8,
+        max_relative_position: int = 32,
+        use_delta: bool = True,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        kw = dict(
+            num_heads=num_heads,
+            d_k=d_k,
+            window=window,
+            max_relative_position=max_relative_position,
+            use_delta=use_delta,
+            dropout=dropout,
+        )
+        self.conv = TemporalConv(in_dim, d_ch, kernel_size, bias=True)
+        self.blocks = nn.ModuleList()
+        for _ in range(num_layers - 1):
+            self.blocks.append(
+                nn.ModuleDict(
+                    {
+                        "attn": DeltaSelfAttention(d_ch, d_out=d_ch, **kw),
+                        "norm1": nn.LayerNorm(d_ch),
+                        "ff": nn.Sequential(nn.Linear(d_ch, 4 * d_ch), nn.ReLU(), nn.Linear(4 * d_ch, d_ch)),
+                        "norm2": nn.LayerNorm(d_ch),
+                    }
+                )
+            )
+        self.final = DeltaSelfAttention(d_ch, d_out=d_out, **kw)
+        self.norm = nn.LayerNorm(d_out)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        m = mask.unsqueeze(-1).to(values.dtype)
+        x = self.conv(values, mask)
+        weights = []
+        for block in self.blocks:
+            a, w = block["attn"](x, mask, need_weights)
+            x = block["norm1"](x + self.dropout(a))
+            x = block["norm2"](x + self.dropout(block["ff"](x))) * m
+            weights.append(w)
+        y, w = self.final(x, mask, need_weights)
+        weights.append(w)
+        return self.norm(y) * m, weights
+
+
+# ----------------------------------------------------------------------------------------------------------
+# §4.2: DCCA
+
+
+def canonical_correlations(h1: torch.Tensor, h2: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Canonical correlations of two views ``[N, d1]``, ``[N, d2]`` (descending, ``min(d1, d2)`` values).
+
+    Covariances are regularised with ``eps * I``; computed in float64 as the singular values of
+    ``S11^-1/2 S12 S22^-1/2`` (Andrew et al. 2013).
+    """
+    if h1.shape[0] != h2.shape[0]:
+        raise ValueError(f"CCA views need the same number of samples, got {h1.shape[0]} and {h2.shape[0]}")
+    n = h1.shape[0]
+    if n < 2:
+        raise ValueError("CCA needs at least 2 samples")
+    a = h1.double() - h1.double().mean(0, keepdim=True)
+    b = h2.double() - h2.double().mean(0, keepdim=True)
+    s11 = a.T @ a / (n - 1) + eps * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+    s22 = b.T @ b / (n - 1) + eps * torch.eye(b.shape[1], dtype=b.dtype, device=b.device)
+    s12 = a.T @ b / (n - 1)
+
+    def inv_sqrt(s):
+        vals, vecs = torch.linalg.eigh(s)
+        return vecs @ torch.diag(vals.clamp_min(eps) ** -0.5) @ vecs.T
+
+    t = inv_sqrt(s11) @ s12 @ inv_sqrt(s22)
+    return torch.linalg.svdvals(t)
+
+
+def multiview_cca(views: list[torch.Tensor], eps: float = 1e-3) -> torch.Tensor:
+    """Mean over view pairs of the *average* canonical correlation (sum / number of correlations), in [0, 1]."""
+    pairs = [(i, j) for i in range(len(views)) for j in range(i + 1, len(views))]
+    if not pairs:
+        raise ValueError("multi-view CCA needs at least two views")
+    vals = [canonical_correlations(views[i], views[j], eps).mean() for i, j in pairs]
+    return torch.stack(vals).mean()
+
+
+class ConvStack(nn.Module):
+    """Two temporal convolutions with a ReLU between (the DCCA encoder / decoder of §4.2)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, kernel_size: int = 3):
+        super().__init__()
+        self.first = TemporalConv(in_dim, hidden, kernel_size, bias=True)
+        self.second = TemporalConv(hidden, out_dim, kernel_size, bias=True)
+
+    def forward(self, values, mask):
+        return self.second(torch.relu(self.first(values, mask)), mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+
+
+@register_model("delta_attention")
+class DeltaAttention(FusionModel):
+    """Hierarchical delta-attention with DCCA (paper 002).
+
+    ``variant``: ``full`` (delta attention -> DCCA -> fused attention -> head), ``dcca`` (head on the pooled
+    DCCA representation: Table 2's "self-attended and canonically correlated" rows) or ``unimodal`` (head
+    on one modality's pooled ``Y_M``; pick it with ``modality=`` or by passing one modality).
+
+    ``input_stage`` is used by staged training: ``raw`` (features), ``representation`` (inputs are saved
+    ``Y_M`` of size ``d_o``), ``correlated`` (inputs are saved ``[Yhat_M; Y_M]`` of size ``d_r + d_o``).
+    """
+
+    def __init__(
+        self,
+        modality_dims: dict[str, int],
+        task: TaskSpec,
+        variant: str = "full",
+        modality: str | None = None,
+        d_ch: int = 32,
+        d_k: int | None = None,
+        num_heads: int = 4,
+        d_o: int = 64,
+        num_layers: int = 1,
+        kernel_size: int | dict = 3,
+        window=8,
+        max_relative_position: int = 32,
+        use_delta: bool = True,
+        dcca_hidden: int = 32,
+        d_r: int = 16,
+        dcca_kernel: int = 3,
+        cca_pairing: str = "utterance",
+        cca_eps: float = 1e-3,
+        cca_weight: float = 0.1,
+        recon_weight: float = 0.0,
+        d_t: int = 32,
+        fused_heads: int = 1,
+        head_hidden: int = 0,
+        dropout: float = 0.1,
+        input_stage: str = "raw",
+        dcca_task_grad: bool = True,
+        return_attention: bool = False,
+    ):
+        if variant not in VARIANTS:
+            raise ValueError(f"delta_attention: variant must be one of {VARIANTS}, got {variant!r}")
+        if input_stage not in INPUT_STAGES:
+            raise ValueError(
+                f"delta_attention: input_stage must be one of {INPUT_STAGES}, got {input_stage!r}"
+            )
+        if cca_pairing not in ("utterance", "frames"):
+            raise ValueError(
+                f"delta_attention: cca_pairing must be 'utterance' or 'frames', got {cca_pairing!r}"
+            )
+        if variant == "unimodal":
+            if modality is not None:
+                if modality not in modality_dims:
+                    raise ValueError(
+                        f"delta_attention: modality {modality!r} not among {list(modality_dims)}"
+                    )
+                modality_dims = {modality: modality_dims[modality]}
+            if len(modality_dims) != 1:
+                raise ValueError(
+                    f"delta_attention variant='unimodal' takes one modality, got {list(modality_dims)}; "
+                    "pass modality=NAME"
+                )
+            if input_stage != "raw":
+                raise ValueError("delta_attention: the unimodal variant takes raw inputs")
+        if variant == "dcca" and input_stage == "correlated":
+            raise ValueError("delta_attention: variant='dcca' needs raw or representation inputs")
+        expected = {"representation": d_o, "correlated": d_r + d_o}.get(input_stage)
+        if expected is not None:
+            bad = {m: d for m, d in modality_dims.items() if d != expected}
+            if bad:
+                raise ValueError(
+                    f"delta_attention input_stage={input_stage!r} expects inputs of size {expected}, got {bad}"
+                )
+        super().__init__(modality_dims, task)
+        self.variant = variant
+        self.input_stage = input_stage
+        self.d_o, self.d_r, self.d_t = d_o, d_r, d_t
+        self.cca_pairing = cca_pairing
+        self.cca_eps = cca_eps
+        self.cca_weight = cca_weight
+        self.recon_weight = recon_weight
+        self.dcca_task_grad = dcca_task_grad
+        self.return_attention = return_attention
+        kernels = kernel_size if isinstance(kernel_size, dict) else {m: kernel_size for m in self.modalities}
+        if input_stage == "raw":
+            self.unimodal = nn.ModuleDict(
+                {
+                    m: DeltaEncoder(
+                        d,
+                        d_ch=d_ch,
+                        d_out=d_o,
+                        num_heads=num_heads,
+                        d_k=d_k,
+                        kernel_size=int(kernels[m]),
+                        window=window,
+                        max_relative_position=max_relative_position,
+                        use_delta=use_delta,
+                        num_layers=num_layers,
+                        dropout=dropout,
+                    )
+                    for m, d in modality_dims.items()
+                }
+            )
+        if variant == "unimodal":
+            self.unimodal_head = _head(d_o, self.output_dim, head_hidden, dropout)
+            return
+        if input_stage != "correlated":
+            self.dcca_enc = nn.ModuleDict(
+                {m: ConvStack(d_o, dcca_hidden, d_r, dcca_kernel) for m in self.modalities}
+            )
+            if recon_weight > 0:
+                self.dcca_dec = nn.ModuleDict(
+                    {m: ConvStack(d_r, dcca_hidden, d_o, dcca_kernel) for m in self.modalities}
+                )
+        if variant == "dcca":
+            self.dcca_head = _head(d_r * len(self.modalities), self.output_dim, head_hidden, dropout)
+            return
+        # eq. 14-16 on Yhat_Fused (queries, keys and values all from the fused sequence)
+        if d_t % fused_heads:
+            raise ValueError(f"d_t {d_t} must be divisible by fused_heads {fused_heads}")
+        self.fused_attn = MultiHeadAttention(
+            d_r,
+            fused_heads,
+            head_dim=d_t // fused_heads,
+            value_head_dim=d_t // fused_heads,
+            out_dim=d_t,
+            dropout=dropout,
+        )
+        self.skip = nn.ModuleDict({m: nn.Linear(d_o, d_t) for m in self.modalities})
+        self.fused_norm = nn.LayerNorm(d_t)
+        self.head = _head(d_t, self.output_dim, head_hidden, dropout)  # eq. 17
+        self.dropout = nn.Dropout(dropout)
+
+    # -- pieces (also used by staged training) --
+    def encode_unimodal(self, inputs: ModelInputs, need_weights: bool = False):
+        ys, ws = {}, {}
+        for m in self.modalities:
+            values, mask = inputs[m]
+            ys[m], ws[m] = self.unimodal[m](values, mask, need_weights)
+        return ys, ws
+
+    def encode_dcca(self, ys: dict, masks: dict) -> dict:
+        return {m: self.dcca_enc[m](ys[m], masks[m]) for m in self.modalities}
+
+    def cca_views(self, yhats: dict, masks: dict) -> list[torch.Tensor]:
+        if self.cca_pairing == "utterance":
+            return [masked_mean(yhats[m], masks[m]) for m in self.modalities]
+        # frames: every modality resampled onto the longest one's axis; each real frame is a sample
+        ref = max(self.modalities, key=lambda m: masks[m].shape[1])
+        ref_mask = masks[ref]
+        views = []
+        for m in self.modalities:
+            v = yhats[m]
+            if m != ref:
+                v, _ = resample_to_lengths(v, masks[m], ref_mask.sum(1), ref_mask.shape[1])
+            views.append(v[ref_mask])
+        return views
+
+    def dcca_losses(self, ys: dict, yhats: dict, masks: dict) -> tuple[dict, dict]:
+        aux, extras = {}, {}
+        if len(self.modalities) >= 2:
+            views = self.cca_views(yhats, masks)
+            if views[0].shape[0] >= 2:
+                corr = multiview_cca(views, self.cca_eps).to(views[0].dtype)
+                extras["cca_correlation"] = corr.detach()
+                if self.cca_weight > 0:
+                    aux["cca"] = -self.cca_weight * corr
+        if self.recon_weight > 0 and hasattr(self, "dcca_dec"):
+            errs = []
+            for m in self.modalities:
+                rec = self.dcca_dec[m](yhats[m], masks[m])
+                errs.append(masked_mean(((rec - ys[m].detach()) ** 2), masks[m]).mean())
+            aux["reconstruction"] = self.recon_weight * torch.stack(errs).mean()
+        return aux, extras
+
+    def fuse(self, yhats: dict, ys: dict, masks: dict, need_weights: bool = False):
+        """eq. 14-16 with skip connections: ``Z = LN(Attn(Yhat_Fused) + skip(Y))``; returns Z and its mask."""
+        fused = torch.cat([yhats[m] for m in self.modalities], dim=1)
+        skip = torch.cat([self.skip[m](ys[m]) for m in self.modalities], dim=1)
+        mask = torch.cat([masks[m] for m in self.modalities], dim=1)
+        z, w = self.fused_attn(fused, fused, fused, key_mask=mask, need_weights=need_weights)
+        z = self.fused_norm(self.dropout(z) + skip) * mask.unsqueeze(-1).to(z.dtype)
+        return z, mask, w
+
+    def forward(self, inputs: ModelInputs) -> ModelOutput:
+        inputs = self.check_inputs(inputs)
+        masks = {m: inputs[m].mask for m in self.modalities}
+        extras: dict = {}
+        aux: dict = {}
+        if self.input_stage == "raw":
+            ys, ws = self.encode_unimodal(inputs, self.return_attention)
+            if self.return_attention:
+                extras["delta_attention"] = {m: w[-1] for m, w in ws.items()}
+        elif self.input_stage == "representation":
+            ys = {m: inputs[m].values * masks[m].unsqueeze(-1) for m in self.modalities}
+        else:
+            ys, yhats = {}, {}
+            for m in self.modalities:
+                v = inputs[m].values * masks[m].unsqueeze(-1)
+                yhats[m], ys[m] = v[..., : self.d_r], v[..., self.d_r :]
+        extras["representations"] = ys
+        if self.variant == "unimodal":
+            (m,) = self.modalities
+            raw = self.unimodal_head(masked_mean(ys[m], masks[m]))
+            return ModelOutput(self.bound_output(raw), extras, aux)
+        if self.input_stage != "correlated":
+            yhats = self.encode_dcca(ys, masks)
+            aux, cca_extras = self.dcca_losses(ys, yhats, masks)
+            extras.update(cca_extras)
+        extras["correlated"] = yhats
+        if self.variant == "dcca":
+            pooled = torch.cat([masked_mean(yhats[m], masks[m]) for m in self.modalities], dim=-1)
+            if not self.dcca_task_grad:
+                pooled = pooled.detach()
+            return ModelOutput(self.bound_output(self.dcca_head(pooled)), extras, aux)
+        z, mask, w = self.fuse(yhats, ys, masks, self.return_attention)
+        if self.return_attention:
+            extras["fused_attention"] = w
+        extras["fused_mask"] = mask
+        raw = self.head(masked_mean(z, mask))
+        return ModelOutput(self.bound_output(raw), extras, aux)
+
+
+def _head(in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
+    if hidden:
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+        )
+    return nn.Linear(in_dim, out_dim)
