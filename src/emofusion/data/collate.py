@@ -92,6 +92,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         pool_batches: int = 50,
         drop_last: bool = False,
         bucket: bool = True,
+        shard: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -102,6 +103,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.pool_batches = pool_batches
         self.drop_last = drop_last
         self.bucket = bucket
+        self.shard = shard  # False: every rank sees every batch (evaluation)
         self.epoch = 0
         self._skip = 0  # batches of the current epoch already consumed before a resume
 
@@ -115,7 +117,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self._skip = count
 
     def _world(self) -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.shard and torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 

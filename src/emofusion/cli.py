@@ -1,0 +1,261 @@
+"""The ``emofusion`` command."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+# Commands contributed by other modules: each module defines ``register_cli(subparsers)``, which adds its
+# sub-parser and sets ``func`` (a callable taking the parsed args and returning an exit code).
+EXTRA_COMMANDS: list[str] = []
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a model on a dataset",
+        description="Train a registered model on a registered dataset. Writes OUTPUT/ with config.yaml, "
+        "checkpoints/ (best.ckpt, last.ckpt), metrics.csv (per-epoch log), metrics.json "
+        '({"val": {...}, "test": {...}}) and plots/.',
+        epilog="Overrides: key=value for any config field (lr=3e-4 batch_size=64 patience=10 loss=mse "
+        "devices=2 strategy=ddp precision=bf16-mixed), model.OPTION=value for model options "
+        "(model.hidden_dim=128), data.OPTION=value for dataset options (data.n_train=400 data.noise.visual=2). "
+        "Values are parsed as YAML.",
+    )
+    p.add_argument("--model", help="registered model name (see `emofusion models`)")
+    p.add_argument("--dataset", help="dataset name (see `emofusion datasets`), e.g. synthetic, mfn:PATH")
+    p.add_argument("--modalities", help="comma-separated subset, e.g. text,audio (default: all of the dataset)")
+    p.add_argument("--max-epochs", type=int, help="maximum number of epochs (early stopping may end sooner)")
+    p.add_argument("--seed", type=int, help="random seed (data order, initialisation, synthetic data)")
+    p.add_argument("--output", help="run directory (default runs/MODEL-DATASET-seedS)")
+    p.add_argument("--config", help="YAML file with config fields; command-line values override it")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=cmd_train)
+
+
+def build_config(args):
+    from emofusion.training.config import RunConfig, apply_overrides, load_yaml
+
+    data = load_yaml(args.config) if args.config else {}
+    flags = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "max_epochs": args.max_epochs,
+        "seed": args.seed,
+        "output": args.output,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.modalities:
+        data["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    if args.quiet:
+        data["progress"] = False
+    data = apply_overrides(data, args.overrides)
+    return RunConfig.from_dict(data)
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+
+    from emofusion.evaluation.reports import print_metrics
+    from emofusion.training.config import apply_overrides
+    from emofusion.training.run import config_from_run_dir, train_run
+
+    console = Console()
+    if args.resume:
+        config = config_from_run_dir(args.resume)
+        if args.overrides:
+            from emofusion.training.config import RunConfig
+
+            config = RunConfig.from_dict(apply_overrides(config.to_dict(), args.overrides))
+        config.output = args.resume
+        result = train_run(config, resume=True)
+    else:
+        config = build_config(args)
+        result = train_run(config)
+    if not result.metrics:  # non-zero ranks of a distributed run
+        return 0
+    print_metrics(
+        result.metrics,
+        result.module.task.kind,
+        title=f"{config.model} on {config.dataset} (seed {config.seed}, {result.seconds:.0f} s)",
+        console=console,
+    )
+    console.print(f"run directory: {result.run_dir}  (metrics.json, checkpoints/, plots/)")
+    return 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
+    p.add_argument("checkpoint", help="a .ckpt file or a run directory")
+    p.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test", help="train, val or test (default test)")
+    p.add_argument("--output", help="write the metrics as JSON here")
+    p.add_argument("overrides", nargs="*", help="data.OPTION=value dataset options")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _dataset_options(overrides):
+    from emofusion.training.config import apply_overrides
+
+    return apply_overrides({}, overrides)["dataset_options"]
+
+
+def cmd_evaluate(args) -> int:
+    from emofusion.evaluation.reports import print_metrics
+    from emofusion.training.run import bundle_for_module, evaluate_split, load_module
+
+    module = load_module(args.checkpoint)
+    bundle, run = bundle_for_module(module, args.dataset, _dataset_options(args.overrides))
+    metrics = evaluate_split(module, bundle, args.split, config=run)
+    print_metrics({args.split if args.split != "val" else "val": metrics} if args.split in ("val", "test")
+                  else {"test": metrics}, module.task.kind, title=f"{args.checkpoint} on {bundle.name}/{args.split}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({args.split: metrics}, indent=2))
+    return 0
+
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="write predictions of a checkpoint for a dataset split")
+    p.add_argument("checkpoint", help="a .ckpt file or a run directory")
+    p.add_argument("input", help="dataset name to predict on (e.g. folder:PATH, synthetic)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--output", required=True, help="CSV file (or .json) to write")
+    p.add_argument("overrides", nargs="*", help="data.OPTION=value dataset options")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from emofusion.training.run import bundle_for_module, evaluate_split, load_module
+
+    module = load_module(args.checkpoint)
+    bundle, run = bundle_for_module(module, args.input, _dataset_options(args.overrides))
+    _, out = evaluate_split(module, bundle, args.split, config=run, return_predictions=True)
+    task = module.task
+    preds = out["predictions"].reshape(len(out["ids"]), -1)
+    rows = []
+    for sample_id, p in zip(out["ids"], preds):
+        row = {"id": sample_id}
+        if task.kind == "classification":
+            prob = np.exp(p - p.max())
+            prob /= prob.sum()
+            row["predicted"] = task.output_names[int(p.argmax())]
+            row.update({f"p_{n}": float(v) for n, v in zip(task.output_names, prob)})
+        elif task.kind == "multilabel_binary":
+            row.update({f"p_{n}": float(1 / (1 + np.exp(-v))) for n, v in zip(task.output_names, p)})
+        else:
+            row.update({n: float(v) for n, v in zip(task.output_names, p)})
+        rows.append(row)
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1))
+    else:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    print(f"wrote {len(rows)} predictions to {path}")
+    return 0
+
+
+def _add_models(sub):
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("--params", action="store_true", help="also print parameter counts (MOSEI-sized inputs)")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> int:
+    from emofusion.models import MODELS, create_model
+
+    for name in MODELS.names():
+        if not args.params:
+            print(name)
+            continue
+        from emofusion.tasks import emotion_intensity_task
+
+        dims = {"text": 300, "audio": 74, "visual": 35}
+        task = emotion_intensity_task()
+        try:
+            model = create_model(name, dims, task)
+            count = f"{model.num_parameters():,}"
+        except Exception as err:  # e.g. a unimodal model needs one modality
+            try:
+                model = create_model(name, {"audio": 74}, task)
+                count = f"{model.num_parameters():,} (audio only)"
+            except Exception:
+                count = f"n/a ({type(err).__name__}: {err})"
+        print(f"{name}\t{count}")
+    return 0
+
+
+def _add_datasets(sub):
+    p = sub.add_parser(
+        "datasets",
+        help="list registered datasets, or check a bring-your-own-data folder",
+        description="`emofusion datasets` lists dataset names; `emofusion datasets check PATH` validates a "
+        "folder in the bring-your-own-data format and reports every problem at once.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "check"], default="list")
+    p.add_argument("path", nargs="?", help="folder to check")
+    p.set_defaults(func=cmd_datasets)
+
+
+def cmd_datasets(args) -> int:
+    from emofusion.data import DATASETS
+
+    if args.action == "check":
+        if not args.path:
+            print("emofusion datasets check: give the folder to check", file=sys.stderr)
+            return 2
+        from emofusion.data.folder import check_folder_command
+
+        return check_folder_command(args.path)
+    for name in DATASETS.names():
+        print(f"{name}\t{DATASETS.description(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emofusion",
+        description="Multimodal emotion and sentiment recognition: train, evaluate and compare fusion models "
+        "on unaligned multi-rate text, audio and visual sequences.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets):
+        add(sub)
+    for module_name in EXTRA_COMMANDS:
+        importlib.import_module(module_name).register_cli(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as err:
+        if args.verbose:
+            raise
+        print(f"emofusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

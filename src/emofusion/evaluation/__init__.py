@@ -1,0 +1,1 @@
+"""Evaluation: metrics per task protocol, robustness perturbations, reports and plots."""

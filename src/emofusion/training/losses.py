@@ -1,0 +1,34 @@
+"""Task losses, masked for per-utterance labels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from emofusion.tasks import TaskSpec
+
+LOSSES = ("l1", "mse", "ce", "bce")
+
+
+def default_loss(task: TaskSpec) -> str:
+    return {"classification": "ce", "multilabel_binary": "bce"}.get(task.kind, "l1")
+
+
+def task_loss(
+    name: str, task: TaskSpec, prediction: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
+    if label_mask is not None:
+        prediction = prediction[label_mask]
+        labels = labels[label_mask]
+    if name == "ce":
+        if task.kind != "classification":
+            raise ValueError(f"cross-entropy needs a classification task, not {task.kind}")
+        return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), labels.reshape(-1).long())
+    labels = labels.to(prediction.dtype).reshape(prediction.shape)
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(prediction, labels)
+    if name == "mse":
+        return F.mse_loss(prediction, labels)
+    return F.l1_loss(prediction, labels)

@@ -1,0 +1,274 @@
+"""Training and evaluation runs: files -> dataset -> batches -> model -> predictions -> metrics -> reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from emofusion.data import load_dataset
+from emofusion.data.collate import Collator, LengthBucketBatchSampler
+from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.hygiene import apply_hygiene, fit_hygiene
+from emofusion.evaluation.metrics import compute_metrics
+from emofusion.training.callbacks import ExactResume, FaultInjection
+from emofusion.training.config import RunConfig, load_yaml, save_yaml
+from emofusion.training.module import EmoFusionModule
+
+log = logging.getLogger("emofusion")
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    run_dir: Path
+    module: EmoFusionModule
+    bundle: DatasetBundle
+    seconds: float
+
+
+def select_modalities(bundle: DatasetBundle, modalities: list[str] | None) -> DatasetBundle:
+    if not modalities:
+        return bundle
+    unknown = [m for m in modalities if m not in bundle.modality_dims]
+    if unknown:
+        raise ValueError(
+            f"dataset {bundle.name!r} has no modality {unknown}; it has {list(bundle.modality_dims)}"
+        )
+    return replace(bundle, modality_dims={m: bundle.modality_dims[m] for m in modalities})
+
+
+def validate_split(dataset: SampleDataset, dims: dict[str, int], strict: bool) -> tuple[SampleDataset, list[str]]:
+    """Checks every sample's modalities and feature sizes; bad samples stop the run (strict) or are skipped
+    and reported. Non-finite values are not errors here: hygiene handles them."""
+    problems, good = [], []
+    for i in range(len(dataset)):
+        try:
+            sample = dataset.raw(i)
+        except Exception as err:  # a corrupt record in a lazy file
+            problems.append(f"{dataset.name}: sample #{i} ({dataset.ids[i]!r}) could not be read: {err}")
+            continue
+        bad = None
+        for m, d in dims.items():
+            x = sample.features.get(m)
+            if x is None:
+                bad = f"has no {m!r} features"
+            elif x.ndim != 2 or x.shape[1] != d:
+                bad = f"{m!r} features have shape {tuple(x.shape)}, expected [T, {d}]"
+            if bad:
+                break
+        if bad:
+            problems.append(f"{dataset.name}: sample {sample.id!r} {bad}")
+        else:
+            good.append(i)
+    if problems and strict:
+        raise ValueError("bad samples (strict mode):\n  " + "\n  ".join(problems[:20]))
+    if not problems:
+        return dataset, []
+    subset = _subset(dataset, good)
+    return subset, problems
+
+
+def _subset(dataset: SampleDataset, indices: list[int]) -> SampleDataset:
+    base = dataset
+    view = SampleDataset(ids=[base.ids[i] for i in indices], loader=lambda k: base.raw(indices[k]), name=base.name)
+    view.transforms = list(base.transforms)
+    return view
+
+
+def prepare_data(config: RunConfig, hygiene_state: dict | None = None) -> tuple[DatasetBundle, dict, dict]:
+    """Load, select modalities, validate, fit (or reuse) hygiene. Returns (bundle, hygiene_state, report)."""
+    bundle = select_modalities(load_dataset(config.dataset, **config.dataset_options), config.modalities)
+    report: dict = {"skipped": {}}
+    for split in ("train", "val", "test"):
+        ds, problems = validate_split(getattr(bundle, split), bundle.modality_dims, config.strict)
+        if problems:
+            log.warning("%d bad %s samples skipped, first: %s", len(problems), split, problems[0])
+            report["skipped"][split] = problems
+            bundle = replace(bundle, **{split: ds})
+    if hygiene_state is None:
+        hygiene_state = fit_hygiene(bundle.train, bundle.modalities, config.standardize, config.drop_constant)
+    bundle = apply_hygiene(bundle, hygiene_state)
+    report["hygiene"] = bundle.info["hygiene"]
+    return bundle, hygiene_state, report
+
+
+def make_loader(
+    dataset: SampleDataset, config: RunConfig, modalities, train: bool, sequence_labels: bool = False
+) -> DataLoader:
+    sampler = LengthBucketBatchSampler(
+        dataset.lengths(), config.batch_size, shuffle=train, seed=config.seed, bucket=config.bucket,
+        shard=train,  # evaluation sees every sample on every rank
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=Collator(modalities, sequence_labels),
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched (exact resume)
+        persistent_workers=config.num_workers > 0,
+    )
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    safe = config.dataset.replace(":", "_").replace("/", "_")
+    return Path("runs") / f"{config.model}-{safe}-seed{config.seed}"
+
+
+def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunResult:
+    start = time.time()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = Path(config.output) if config.output else default_run_dir(config)
+    ckpt_dir = run_dir / "checkpoints"
+    last_ckpt = ckpt_dir / "last.ckpt"
+    if resume and not last_ckpt.exists():
+        raise FileNotFoundError(f"cannot resume: {last_ckpt} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(config.to_dict(), run_dir / "config.yaml")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+
+    bundle, hygiene_state, data_report = prepare_data(config)
+    (run_dir / "data_report.json").write_text(json.dumps(data_report, indent=2))
+    task = bundle.task
+    if config.monitor:
+        task = replace(task, monitor=config.monitor)
+    module = EmoFusionModule(
+        config.model,
+        bundle.modality_dims,
+        task.to_dict(),
+        config.model_options,
+        config.loss,
+        config.lr,
+        config.weight_decay,
+        hygiene_state,
+        config.to_dict(),
+    )
+    modalities = bundle.modalities
+    train_loader = make_loader(bundle.train, config, modalities, True, task.sequence_labels)
+    val_loader = make_loader(bundle.val, config, modalities, False, task.sequence_labels)
+
+    monitor = f"val/{task.monitor}"
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.monitor_mode, save_top_k=1)
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step", save_last=True, save_top_k=0,
+        every_n_train_steps=config.checkpoint_every_n_steps or None,
+    )
+    cbs = [
+        ExactResume(train_loader.batch_sampler),
+        best_cb,
+        last_cb,
+        EarlyStopping(monitor=monitor, mode=task.monitor_mode, patience=config.patience),
+    ]
+    if config.progress:
+        cbs.append(RichProgressBar(leave=True))
+    if os.environ.get("EMOFUSION_FAULT_AT_STEP"):
+        cbs.append(FaultInjection(int(os.environ["EMOFUSION_FAULT_AT_STEP"])))
+    cbs += callbacks or []
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        precision=config.precision,
+        deterministic="warn" if config.deterministic else False,
+        gradient_clip_val=config.gradient_clip or None,
+        callbacks=cbs,
+        logger=CSVLogger(run_dir, name="", version=""),
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        log_every_n_steps=10,
+        default_root_dir=run_dir,
+    )
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+    if trainer.global_rank != 0:
+        return RunResult({}, run_dir, module, bundle, time.time() - start)
+
+    best_path = best_cb.best_model_path
+    if best_path and Path(best_path).exists():
+        module = EmoFusionModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=False)
+    module.eval()
+    metrics = {s: evaluate_split(module, bundle, s, config=config) for s in ("val", "test")}
+    metrics_info = {
+        "best_checkpoint": best_path,
+        "epochs_trained": trainer.current_epoch,
+        "seconds": round(time.time() - start, 2),
+        "num_parameters": module.model.num_parameters(),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "info": metrics_info}, indent=2, default=float))
+    if config.plots:
+        from emofusion.evaluation.plots import plot_run
+
+        plot_run(run_dir, module, bundle, config)
+    return RunResult(metrics, run_dir, module, bundle, time.time() - start)
+
+
+def evaluate_split(
+    module: EmoFusionModule, bundle: DatasetBundle, split: str = "test", transform=None,
+    config: RunConfig | None = None, return_predictions: bool = False,
+):
+    """Metrics of ``module`` on one split, optionally with a test-time ``Sample -> Sample`` transform
+    (robustness perturbations). The transform runs after hygiene, on standardised features."""
+    dataset = bundle.split(split)
+    if transform is not None:
+        dataset = dataset.with_transform(transform)
+    config = config or RunConfig(batch_size=64)
+    loader = make_loader(dataset, replace(config, num_workers=0), module.modalities, False, module.task.sequence_labels)
+    out = module.predict_loader(loader)
+    metrics = compute_metrics(module.task, out["predictions"], out["labels"])
+    return (metrics, out) if return_predictions else metrics
+
+
+def load_module(checkpoint: str | Path) -> EmoFusionModule:
+    path = Path(checkpoint)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.exists():
+                path = candidate
+                break
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    module = EmoFusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    module.eval()
+    return module
+
+
+def bundle_for_module(module: EmoFusionModule, dataset: str | None = None, dataset_options: dict | None = None):
+    """The dataset a checkpoint was trained on (or another with the same modalities), with its hygiene."""
+    run = RunConfig.from_dict(module.hparams.run_config) if module.hparams.run_config else RunConfig()
+    if dataset is not None and dataset != run.dataset:
+        run = replace(run, dataset=dataset, dataset_options=dataset_options or {})
+    elif dataset_options:
+        run = replace(run, dataset_options={**run.dataset_options, **dataset_options})
+    run = replace(run, modalities=module.modalities)
+    bundle, _, _ = prepare_data(run, hygiene_state=module.hparams.hygiene_state)
+    return bundle, run
+
+
+def config_from_run_dir(run_dir: str | Path) -> RunConfig:
+    return RunConfig.from_dict(load_yaml(Path(run_dir) / "config.yaml"))
+
+
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "train_run",
+    "evaluate_split",
+    "load_module",
+    "bundle_for_module",
+    "prepare_data",
+    "make_loader",
+]
