@@ -154,11 +154,13 @@ class TransformerLayer(nn.Module):
         relu_dropout: float = 0.0,
         res_dropout: float = 0.0,
         literal_residual: bool = False,
+        cross: bool = False,
     ):
         super().__init__()
         kv_dim = kv_dim or dim
         self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(kv_dim)
+        # only cross-attention layers normalise a separate key/value sequence
+        self.norm_kv = nn.LayerNorm(kv_dim) if cross else None
         self.attn = MultiHeadAttention(dim, num_heads, key_dim=kv_dim, value_dim=kv_dim, dropout=attn_dropout)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = nn.Sequential(
@@ -172,6 +174,8 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x, x_mask, kv=None, kv_mask=None, need_weights=False):
         self_attn = kv is None
+        if not self_attn and self.norm_kv is None:
+            raise ValueError("this TransformerLayer was built for self-attention (cross=False) but got kv")
         q = self.norm_q(x)
         kvn = q if self_attn else self.norm_kv(kv)
         key_mask = x_mask if self_attn else kv_mask
@@ -184,13 +188,16 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of :class:`TransformerLayer` (self-attention if ``kv`` is None, else cross-attention to the
-    fixed ``kv`` sequence, as in MulT eq. 7 where every layer attends to ``Z_beta^[0]``), then a final LN."""
+    """A stack of :class:`TransformerLayer`, then a final LN: self-attention, or (when built with ``kv_dim``)
+    cross-attention to the fixed ``kv`` sequence, as in MulT eq. 7 where every layer attends to ``Z_beta^[0]``."""
 
     def __init__(self, dim: int, num_heads: int, num_layers: int, kv_dim: int | None = None, **layer_kw):
         super().__init__()
         self.layers = nn.ModuleList(
-            [TransformerLayer(dim, num_heads, kv_dim=kv_dim, **layer_kw) for _ in range(num_layers)]
+            [
+                TransformerLayer(dim, num_heads, kv_dim=kv_dim, cross=kv_dim is not None, **layer_kw)
+                for _ in range(num_layers)
+            ]
         )
         self.norm = nn.LayerNorm(dim)
 
