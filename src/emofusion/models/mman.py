@@ -274,12 +274,29 @@ class CLSTMMMA(FusionModel):
 
 
 def load_state(path: str | Path) -> dict:
-    """A model state dict from a ``.pt`` file or a run directory holding ``model_state.pt``."""
+    """A model state dict from a ``.pt`` state-dict file, a Lightning ``.ckpt`` of the training engine, or a
+    run directory (its ``model_state.pt``, else ``checkpoints/best.ckpt``, else ``checkpoints/last.ckpt``)."""
     path = Path(path)
     if path.is_dir():
-        path = path / STATE_FILE
-    if not path.exists():
+        for candidate in (
+            path / STATE_FILE,
+            path / "checkpoints" / "best.ckpt",
+            path / "checkpoints" / "last.ckpt",
+        ):
+            if candidate.exists():
+                path = candidate
+                break
+    if not path.exists() or path.is_dir():
         raise FileNotFoundError(f"pretrained sub-network weights not found: {path}")
+    if path.suffix == ".ckpt":
+        # our own engine's checkpoint (it pickles hyper-parameters, hence weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        state = {
+            k[len("model.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")
+        }
+        if not state:
+            raise ValueError(f"{path}: checkpoint holds no 'model.*' weights")
+        return state
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
@@ -453,3 +470,47 @@ def subnetwork_specs(
     for m in modalities:
         specs[m] = ("clstm_unimodal", {**_unimodal_options(unimodal, m), "modality": m})
     return specs
+
+
+def train_mman(config, finetune_epochs: int = 0, finetune_lr_scale: float = 0.1) -> dict:
+    """Paper 004's protocol through the training engine, for ``config.model`` in (``mman``, ``clstm_lf``):
+
+    1. every sub-network (cLSTM-MMA and/or the unimodal cLSTMs) is trained on its own (``train_run``, same
+       data, seed and schedule as ``config``) into ``OUT/sub_<name>``;
+    2. the fusion layer is trained with the sub-networks loaded and frozen (``stage="fusion"``) into
+       ``OUT/fusion``;
+    3. optionally (``finetune_epochs > 0``) everything is fine-tuned jointly at ``lr * finetune_lr_scale``
+       into ``OUT/finetune``.
+
+    Returns ``{"subnets": {name: RunResult}, "fusion": RunResult, "finetune": RunResult | None}``.
+    """
+    from dataclasses import replace
+
+    from emofusion.data import load_dataset
+    from emofusion.training.run import default_run_dir, train_run
+
+    if config.model not in ("mman", "clstm_lf"):
+        raise ValueError(f"train_mman trains 'mman' or 'clstm_lf', got {config.model!r}")
+    base = Path(config.output) if config.output else default_run_dir(config)
+    modalities = config.modalities or load_dataset(config.dataset, **config.dataset_options).modalities
+    options = {k: v for k, v in config.model_options.items() if k not in ("stage", "pretrained")}
+    subnets, paths = {}, {}
+    for name, (model_name, sub_options) in subnetwork_specs(config.model, modalities, options).items():
+        sub = replace(config, model=model_name, model_options=sub_options, output=str(base / f"sub_{name}"))
+        subnets[name] = train_run(sub)
+        paths[name] = str(subnets[name].run_dir)
+    fusion_cfg = replace(
+        config, model_options={**options, "stage": "fusion", "pretrained": paths}, output=str(base / "fusion")
+    )
+    fusion = train_run(fusion_cfg)
+    finetune = None
+    if finetune_epochs > 0:
+        ft_cfg = replace(
+            config,
+            model_options={**options, "stage": "joint", "pretrained": {"self": str(fusion.run_dir)}},
+            max_epochs=finetune_epochs,
+            lr=config.lr * finetune_lr_scale,
+            output=str(base / "finetune"),
+        )
+        finetune = train_run(ft_cfg)
+    return {"subnets": subnets, "fusion": fusion, "finetune": finetune}
