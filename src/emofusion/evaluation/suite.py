@@ -1,0 +1,534 @@
+"""Benchmark suites: named tables of training runs, run over seeds, cached, aggregated, reported.
+
+A suite is a function ``build(preset) -> SuiteSpec`` registered under a name. Each :class:`Cell` is one
+table cell: a training config (the fields of :class:`emofusion.training.RunConfig`) plus an optional test-time
+perturbation (see :mod:`emofusion.evaluation.robustness`). Cells whose configs are equal share one training
+run per seed; every perturbation of that group is evaluated on the trained model. A finished (config, seed)
+run is cached as ``OUT/cache/<hash>.json`` (hash of the canonical JSON of config + seed), so an interrupted
+suite resumes where it stopped and suites with overlapping configs reuse each other's runs. Results are
+written as ``OUT/<suite>/results.{md,csv,json}`` with mean ± std over seeds and the paper's published
+numbers beside ours where given.
+
+    results = run_suite("paper000-table3", preset="quick", seeds=None, jobs=1, out_dir="bench_out")
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emofusion.evaluation.robustness import make_perturbation, perturbation_label
+from emofusion.registry import Registry
+
+CACHE_VERSION = 1
+PRESETS = ("quick", "full")
+
+
+@dataclass
+class Cell:
+    """One table cell: a training config (RunConfig fields, without the seed) and an optional perturbation."""
+
+    row: str
+    column: str
+    config: dict
+    perturbation: dict | None = None
+    # free-form annotations for plots (e.g. {"severity": 0.5, "kind": "frame_drop", "model": "mult"})
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SuiteSpec:
+    cells: list[Cell]
+    metrics: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # published paper numbers by (row, column, metric)
+    published: dict = field(default_factory=dict)
+    title: str = ""
+    description: str = ""
+    split: str = "test"
+    # optional hook drawing figures from the aggregated results; returns the written files
+    plot: Callable[[SuiteResult, Path], list[Path]] | None = None
+    # metrics where lower is better (for marking the best value of each column)
+    lower_is_better: Sequence[str] = ("mae", "mse", "mae_sum", "mse_sum")
+
+
+SUITES = Registry("benchmark suite")
+
+
+def register_suite(name: str, description: str | None = None):
+    """Decorator registering ``build(preset: str) -> SuiteSpec`` as suite ``name``."""
+    return SUITES.register(name, description)
+
+
+def list_suites() -> list[str]:
+    _import_suites()
+    return SUITES.names()
+
+
+def get_suite(name: str, preset: str = "quick") -> SuiteSpec:
+    _import_suites()
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    spec = SUITES.get(name)(preset)
+    if not isinstance(spec, SuiteSpec):
+        raise TypeError(f"suite {name!r} returned {type(spec).__name__}, not a SuiteSpec")
+    _validate(name, spec)
+    return spec
+
+
+def _import_suites() -> None:
+    import emofusion.evaluation.suites  # noqa: F401  (registers the built-in suites)
+
+
+def _validate(name: str, spec: SuiteSpec) -> None:
+    seen = set()
+    for cell in spec.cells:
+        key = (cell.row, cell.column)
+        if key in seen:
+            raise ValueError(f"suite {name!r}: two cells at row {cell.row!r}, column {cell.column!r}")
+        seen.add(key)
+        if "seed" in cell.config:
+            raise ValueError(
+                f"suite {name!r}: cell {key} sets 'seed' in its config; seeds come from the suite"
+            )
+        make_perturbation(cell.perturbation)  # raises on a bad spec
+
+
+# ---------------------------------------------------------------- hashing and cache
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable in a suite config: {obj!r}")
+
+
+def config_hash(config: dict, seed: int | None = None) -> str:
+    payload = (
+        {"config": config, "v": CACHE_VERSION}
+        if seed is None
+        else {"config": config, "seed": seed, "v": CACHE_VERSION}
+    )
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()[:16]
+
+
+def perturbation_key(spec: dict | None) -> str:
+    return "clean" if spec is None else "p" + hashlib.sha256(canonical(spec).encode()).hexdigest()[:12]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@dataclass
+class Job:
+    """One training run (config, seed) and the perturbations to evaluate on it."""
+
+    config: dict
+    seed: int
+    perturbations: dict[str, dict | None]  # key -> spec
+    split: str
+    cache_path: str
+    run_dir: str
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.config, self.seed)
+
+
+def _cached(job: Job) -> dict | None:
+    path = Path(job.cache_path)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("status") != "ok":
+        return None
+    have = record.get("evaluations", {})
+    return record if all(k in have for k in job.perturbations) else None
+
+
+def _train_and_evaluate(job: Job) -> dict:
+    """Train one run and evaluate it clean and under each perturbation (the engine does the work)."""
+    import torch
+
+    from emofusion.training import RunConfig, train_run
+    from emofusion.training.run import evaluate_split
+
+    torch.set_num_threads(1)
+    options = dict(job.config)
+    options["seed"] = job.seed
+    options.setdefault("output", job.run_dir)
+    # suite runs are quiet, single-threaded and skip per-run figures unless the cell asks otherwise
+    options.setdefault("threads", 1)
+    options.setdefault("progress", False)
+    options.setdefault("plots", False)
+    config = RunConfig(**options)
+    start = time.perf_counter()
+    result = train_run(config)
+    train_seconds = time.perf_counter() - start
+    evaluations: dict[str, dict] = {}
+    bundle = result.bundle  # with the run's hygiene (standardisation) applied: perturb what the model sees
+    for key, spec in job.perturbations.items():
+        if spec is None and job.split in (result.metrics or {}):
+            evaluations[key] = dict(result.metrics[job.split])
+            continue
+        try:
+            metrics = evaluate_split(result.module, bundle, job.split, transform=make_perturbation(spec))
+            evaluations[key] = {k: float(v) for k, v in dict(metrics).items() if _is_number(v)}
+        except Exception as err:  # a model that cannot take this perturbation: record, keep going
+            evaluations[key] = {"error": f"{type(err).__name__}: {err}"}
+    return {
+        "status": "ok",
+        "config": job.config,
+        "seed": job.seed,
+        "metrics": {k: dict(v) for k, v in (result.metrics or {}).items()},
+        "evaluations": evaluations,
+        "train_seconds": train_seconds,
+        "run_dir": str(getattr(result, "run_dir", job.run_dir)),
+    }
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def run_job(job: Job) -> dict:
+    """Run (or load from cache) one job; always returns a record and writes it to the cache when it succeeds."""
+    cached = _cached(job)
+    if cached is not None:
+        cached["cached"] = True
+        return cached
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    try:
+        record = _train_and_evaluate(job)
+    except Exception as err:
+        return {
+            "status": "error",
+            "config": job.config,
+            "seed": job.seed,
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
+    _atomic_write(Path(job.cache_path), json.dumps(record, indent=1, default=_json_default))
+    record["cached"] = False
+    return record
+
+
+def plan_jobs(spec: SuiteSpec, seeds: Sequence[int], out_dir: Path) -> list[Job]:
+    groups: dict[str, tuple[dict, dict]] = {}
+    for cell in spec.cells:
+        h = config_hash(cell.config)
+        config, perts = groups.setdefault(h, (cell.config, {}))
+        perts[perturbation_key(cell.perturbation)] = cell.perturbation
+    jobs = []
+    for seed in seeds:
+        for config, perts in groups.values():
+            key = config_hash(config, seed)
+            jobs.append(
+                Job(
+                    config=config,
+                    seed=int(seed),
+                    perturbations=dict(perts),
+                    split=spec.split,
+                    cache_path=str(out_dir / "cache" / f"{key}.json"),
+                    run_dir=str(out_dir / "runs" / key),
+                )
+            )
+    return jobs
+
+
+# ---------------------------------------------------------------- aggregation and reports
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    preset: str
+    spec: SuiteSpec
+    seeds: list[int]
+    cells: list[dict]  # per cell: row, column, perturbation, values {metric: [...]}, mean, std, errors
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def get(self, row: str, column: str) -> dict:
+        for c in self.cells:
+            if c["row"] == row and c["column"] == column:
+                return c
+        raise KeyError(f"no cell ({row!r}, {column!r}) in suite {self.name!r}")
+
+    def mean(self, row: str, column: str, metric: str) -> float:
+        return self.get(row, column)["mean"].get(metric, float("nan"))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequence[int]) -> list[dict]:
+    cells = []
+    for cell in spec.cells:
+        h = config_hash(cell.config)
+        pkey = perturbation_key(cell.perturbation)
+        values: dict[str, list[float]] = {m: [] for m in spec.metrics}
+        errors = []
+        for seed in seeds:
+            record = records.get((h, seed))
+            if record is None or record.get("status") != "ok":
+                errors.append(f"seed {seed}: {record.get('error') if record else 'not run'}")
+                continue
+            ev = record["evaluations"].get(pkey, {})
+            if "error" in ev:
+                errors.append(f"seed {seed}: {ev['error']}")
+                continue
+            for m in spec.metrics:
+                v = ev.get(m)
+                values[m].append(float(v) if v is not None else float("nan"))
+        stats = {m: _mean_std(v) for m, v in values.items()}
+        cells.append(
+            {
+                "row": cell.row,
+                "column": cell.column,
+                "perturbation": cell.perturbation,
+                "perturbation_label": perturbation_label(cell.perturbation),
+                "config": cell.config,
+                "config_hash": h,
+                "meta": cell.meta,
+                "values": values,
+                "mean": {m: s[0] for m, s in stats.items()},
+                "std": {m: s[1] for m, s in stats.items()},
+                "n": {m: sum(1 for x in v if np.isfinite(x)) for m, v in values.items()},
+                "published": {m: spec.published.get((cell.row, cell.column, m)) for m in spec.metrics},
+                "errors": errors,
+            }
+        )
+    return cells
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def _ordered(items) -> list:
+    return list(dict.fromkeys(items))
+
+
+def markdown(result: SuiteResult) -> str:
+    spec = result.spec
+    rows = _ordered(c["row"] for c in result.cells)
+    cols = _ordered(c["column"] for c in result.cells)
+    lines = [f"## {spec.title or result.name}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += [
+        f"Suite `{result.name}`, preset `{result.preset}`, split `{spec.split}`, seeds {result.seeds}: "
+        f"mean ± sample std over seeds. Reproduce: `emofusion benchmark {result.name} --preset {result.preset} "
+        f"--seeds {len(result.seeds)}`.",
+        "",
+    ]
+    has_published = any(v is not None for c in result.cells for v in c["published"].values())
+    if has_published:
+        lines += ["Published numbers (where the dataset matches) are shown in brackets.", ""]
+    by_key = {(c["row"], c["column"]): c for c in result.cells}
+    for metric in spec.metrics:
+        lines += [f"**{metric}**", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for r in rows:
+            out = []
+            for col in cols:
+                c = by_key.get((r, col))
+                if c is None:
+                    out.append("")
+                    continue
+                text = _fmt(c["mean"][metric], c["std"][metric], c["n"][metric])
+                pub = c["published"].get(metric)
+                if pub is not None:
+                    text += f" [{pub:.3f}]" if isinstance(pub, (int, float)) else f" [{pub}]"
+                out.append(text)
+            lines.append(f"| {r} | " + " | ".join(out) + " |")
+        lines.append("")
+    errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
+    if errors:
+        lines += ["Failed or missing runs:", ""]
+        lines += [f"- {r} / {col}: {e}" for r, col, e in errors[:30]]
+        if len(errors) > 30:
+            lines.append(f"- ... {len(errors) - 30} more")
+        lines.append("")
+    for f in result.files:
+        if f.suffix in (".png", ".svg"):
+            lines += [f"![{f.stem}]({f.name})", ""]
+    return "\n".join(lines)
+
+
+def write_reports(result: SuiteResult) -> list[Path]:
+    d = result.out_dir
+    d.mkdir(parents=True, exist_ok=True)
+    files = []
+    if result.spec.plot is not None:
+        try:
+            files += [Path(p) for p in result.spec.plot(result, d) or []]
+        except Exception as err:  # a plot must not lose the tables
+            print(f"[{result.name}] plot failed: {err}", file=sys.stderr)
+    result.files = files
+    payload = {
+        "suite": result.name,
+        "preset": result.preset,
+        "title": result.spec.title,
+        "split": result.spec.split,
+        "seeds": result.seeds,
+        "metrics": result.spec.metrics,
+        "seconds": result.seconds,
+        "cells": result.cells,
+    }
+    _atomic_write(d / "results.json", json.dumps(payload, indent=1, default=_json_default))
+    with open(d / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "column", "perturbation", "metric", "mean", "std", "n", "published", "values"])
+        for c in result.cells:
+            for m in result.spec.metrics:
+                w.writerow(
+                    [
+                        c["row"],
+                        c["column"],
+                        c["perturbation_label"],
+                        m,
+                        c["mean"][m],
+                        c["std"][m],
+                        c["n"][m],
+                        "" if c["published"][m] is None else c["published"][m],
+                        json.dumps(c["values"][m]),
+                    ]
+                )
+    (d / "results.md").write_text(markdown(result))
+    files = [d / "results.md", d / "results.csv", d / "results.json", *files]
+    result.files = files
+    return files
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _resolve_seeds(spec: SuiteSpec, seeds) -> list[int]:
+    if seeds is None:
+        return list(spec.seeds)
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        base = list(spec.seeds)
+        return (
+            base[:seeds]
+            if seeds <= len(base)
+            else base + [max(base, default=-1) + 1 + i for i in range(seeds - len(base))]
+        )
+    return [int(s) for s in seeds]
+
+
+def run_suite(
+    name: str | SuiteSpec,
+    preset: str = "quick",
+    seeds: int | Sequence[int] | None = None,
+    jobs: int = 1,
+    out_dir: str | os.PathLike = "bench_out",
+    log: Callable[[str], None] | None = print,
+    suite_name: str | None = None,
+) -> SuiteResult:
+    """Run (or resume) a suite and write its reports; ``seeds`` is a count or an explicit list."""
+    start = time.perf_counter()
+    if isinstance(name, SuiteSpec):
+        spec, name = name, suite_name or "custom"
+        _validate(name, spec)
+    else:
+        spec = get_suite(name, preset)
+    seed_list = _resolve_seeds(spec, seeds)
+    root = Path(out_dir)
+    planned = plan_jobs(spec, seed_list, root)
+    log = log or (lambda _msg: None)
+    todo = [j for j in planned if _cached(j) is None]
+    log(
+        f"[{name}] {len(spec.cells)} cells, {len(planned)} training runs ({len(planned) - len(todo)} cached), jobs={jobs}"
+    )
+    records: dict[tuple[str, int], dict] = {}
+    todo_keys = {j.cache_path for j in todo}
+    for j in planned:
+        if j.cache_path not in todo_keys:
+            records[(config_hash(j.config), j.seed)] = run_job(j)
+
+    def done(job: Job, record: dict, i: int) -> None:
+        records[(config_hash(job.config), job.seed)] = record
+        status = (
+            record["status"] if record["status"] != "ok" else f"ok in {record.get('train_seconds', 0):.1f}s"
+        )
+        log(f"[{name}] {i}/{len(todo)} {job.config.get('model')} seed={job.seed}: {status}")
+        if record["status"] != "ok":
+            log(record.get("traceback", record.get("error", "")))
+
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init
+        ) as pool:
+            futures = {pool.submit(run_job, j): j for j in todo}
+            for i, fut in enumerate(as_completed(futures), 1):
+                job = futures[fut]
+                try:
+                    record = fut.result()
+                except Exception as err:  # a crashed worker process
+                    record = {"status": "error", "error": f"{type(err).__name__}: {err}"}
+                done(job, record, i)
+    else:
+        for i, job in enumerate(todo, 1):
+            done(job, run_job(job), i)
+
+    cells = aggregate(spec, records, seed_list)
+    result = SuiteResult(
+        name, preset, spec, seed_list, cells, root / name, seconds=time.perf_counter() - start
+    )
+    write_reports(result)
+    log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
+    return result
+
+
+def _worker_init() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)

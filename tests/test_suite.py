@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+from emofusion.evaluation import suite as suite_mod
+from emofusion.evaluation.suite import Cell, SuiteSpec, config_hash, get_suite, list_suites, run_suite
+
+TINY = {
+    "model": "early_fusion_lstm",
+    "dataset": "synthetic",
+    "model_options": {"hidden_dim": 8, "head_dim": 8},
+    "dataset_options": {"n_train": 24, "n_val": 8, "n_test": 8},
+    "max_epochs": 1,
+    "batch_size": 8,
+}
+NOISE = {"kind": "gaussian_noise", "modality": "visual", "snr_db": -10}
+
+
+def _spec():
+    other = {**TINY, "model_options": {"hidden_dim": 4, "head_dim": 4}}
+    cells = [
+        Cell("small", "clean", TINY),
+        Cell("small", "noisy", TINY, NOISE),
+        Cell("small", "dropped", TINY, {"kind": "missing_modality", "modality": "audio"}),
+        Cell("tiny", "clean", other),
+    ]
+    return SuiteSpec(cells, ["mae", "wa"], seeds=[0, 1], published={("small", "clean", "mae"): 0.5})
+
+
+def test_suite_shares_runs_caches_and_reports(tmp_path, monkeypatch):
+    result = run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=None)
+    # 2 distinct training configs x 2 seeds; the perturbed cells reuse the clean run
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 4
+    clean, noisy = result.get("small", "clean"), result.get("small", "noisy")
+    assert len(clean["values"]["mae"]) == 2 and clean["n"]["mae"] == 2
+    assert clean["mean"]["mae"] == pytest.approx(np.mean(clean["values"]["mae"]))
+    assert clean["std"]["mae"] == pytest.approx(np.std(clean["values"]["mae"], ddof=1))
+    assert noisy["values"]["mae"] != clean["values"]["mae"]  # -10 dB changed the predictions
+    # a model built for audio cannot run with audio dropped: reported, not fatal
+    dropped = result.get("small", "dropped")
+    assert np.isnan(dropped["mean"]["mae"]) and "audio" in dropped["errors"][0]
+    md = (tmp_path / "tiny" / "results.md").read_text()
+    assert "± " in md and "[0.500]" in md and "n/a" in md
+    rows = (tmp_path / "tiny" / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("row,column,perturbation,metric") and len(rows) == 1 + 4 * 2
+    payload = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert payload["seeds"] == [0, 1] and len(payload["cells"]) == 4
+
+    # resume: everything is cached, nothing trains again
+    def boom(job):
+        raise AssertionError("should have been cached")
+
+    monkeypatch.setattr(suite_mod, "_train_and_evaluate", boom)
+    again = run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=None)
+    assert again.get("small", "noisy")["values"] == noisy["values"]
+    # a third seed trains only the new runs (and fails here on purpose, reported per cell)
+    third = run_suite(_spec(), seeds=3, out_dir=tmp_path, suite_name="tiny", log=None)
+    assert third.seeds == [0, 1, 2]
+    assert third.get("small", "clean")["n"]["mae"] == 2 and any(
+        "seed 2" in e for e in third.get("small", "clean")["errors"]
+    )
+
+
+def test_config_hash_is_canonical_and_seeded():
+    a = {"model": "x", "model_options": {"a": 1, "b": 2}}
+    b = {"model_options": {"b": 2, "a": 1}, "model": "x"}
+    assert config_hash(a, 0) == config_hash(b, 0) != config_hash(a, 1)
+
+
+def test_validation_and_registry():
+    assert "robustness" in list_suites()
+    spec = get_suite("robustness", "quick")
+    assert any(c.perturbation is None for c in spec.cells)
+    assert len({c.column for c in spec.cells}) > 5
+    with pytest.raises(ValueError, match="two cells"):
+        run_suite(SuiteSpec([Cell("a", "b", TINY), Cell("a", "b", TINY)], ["mae"]), log=None)
+    with pytest.raises(ValueError, match="seed"):
+        run_suite(SuiteSpec([Cell("a", "b", {**TINY, "seed": 1})], ["mae"]), log=None)
+    with pytest.raises(ValueError, match="preset"):
+        get_suite("robustness", "huge")
