@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from emofusion.data.batch import Sample
+from emofusion.data.wordslots import restore_slots
 from emofusion.models import create_model
 from emofusion.models.early_fusion import compact, cut_or_pad, overlap_resample
 from emofusion.tasks import classification_task, emotion_intensity_task, sentiment_task
@@ -269,3 +273,40 @@ def test_random_baseline_has_no_trainable_effect():
     sent = create_model("random_baseline", {"audio": 2}, sentiment_task(1.0, 5.0))
     p = sent(x).prediction
     assert p.shape == (8, 1) and float(p.min()) >= 1 and float(p.max()) <= 5
+
+
+# ----------------------------------------------------------------------------------------- word slots
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_restore_slots_realigns_dropped_rows():
+    a = np.array([[1.0, 1], [2, 2], [4, 4]], np.float32)  # slots 1, 2, 4
+    v = np.array([[10.0], [30]], np.float32)  # slots 1, 3
+    s = Sample(
+        "x",
+        {"audio": a, "visual": v},
+        np.zeros(1, np.float32),
+        intervals={
+            "audio": np.array([[1, 2], [2, 3], [4, 5]], float),
+            "visual": np.array([[1, 2], [3, 4]], float),
+        },
+    )
+    r = restore_slots(s, ["audio", "visual"])
+    assert r.features["audio"].shape == (4, 2) and r.features["visual"].shape == (4, 1)
+    assert np.isnan(r.features["audio"][2]).all() and r.features["audio"][3].tolist() == [4, 4]
+    assert r.features["visual"][:, 0].tolist()[0] == 10 and np.isnan(r.features["visual"][[1, 3], 0]).all()
+    assert r.features["visual"][2, 0] == 30
+    with pytest.raises(ValueError, match="word-slot"):
+        restore_slots(Sample("y", {"audio": a}, np.zeros(1)), ["audio"])
+
+
+@pytest.mark.skipif(
+    not (DATA / "mfn_h5" / "mmmo").exists(), reason="real MFN data not present (../shared/data)"
+)
+def test_wordslots_on_real_mmmo_gives_equal_lengths():
+    from emofusion.data import load_dataset
+
+    b = load_dataset(f"wordslots:mfn:{DATA / 'mfn_h5' / 'mmmo'}", modalities="audio,visual", limit=20)
+    for s in b.train:
+        assert s.length("audio") == s.length("visual") <= 20
