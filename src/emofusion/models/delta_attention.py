@@ -22,12 +22,18 @@ Interpretation choices (also in docs/models/delta_attention.md):
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from emofusion.data.batch import ModelInputs
+from emofusion.data.batch import ModelInputs, Sample
+from emofusion.data.collate import collate_samples
+from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.registry import register_dataset
 from emofusion.models.attention import MultiHeadAttention, window_mask
 from emofusion.models.base import FusionModel, ModelOutput
 from emofusion.models.layers import masked_mean, resample_to_lengths
@@ -456,3 +462,225 @@ def _head(in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
             nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
         )
     return nn.Linear(in_dim, out_dim)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# staged training (paper 002, Table 1): each module trained separately, its outputs saved, the next one
+# trained on the saved outputs. Every stage is an ordinary engine run (emofusion.training.train_run).
+
+# Table 1 of the paper (Adam): epochs, learning rate, mini-batch size, weight decay per module
+TABLE1 = {
+    "selfattn_text": {"max_epochs": 10, "lr": 1e-6, "batch_size": 32, "weight_decay": 1e-4},
+    "selfattn_visual": {"max_epochs": 10, "lr": 1e-5, "batch_size": 8, "weight_decay": 1e-4},
+    "selfattn_audio": {"max_epochs": 10, "lr": 1e-5, "batch_size": 8, "weight_decay": 1e-4},
+    "dcca": {"max_epochs": 100, "lr": 2e-4, "batch_size": 4, "weight_decay": 1e-6},
+    "crossattn": {"max_epochs": 5, "lr": 1e-5, "batch_size": 8, "weight_decay": 1e-6},
+}
+
+
+def save_stage_outputs(path, task: TaskSpec, modality_dims: dict, splits: dict[str, list[Sample]]) -> Path:
+    """Write one stage's per-sample outputs (a ``paper002-saved:PATH`` dataset)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = {
+        split: [
+            {
+                "id": s.id,
+                "features": s.features,
+                "label": s.label,
+                "speaker": s.speaker,
+                "conversation": s.conversation,
+            }
+            for s in samples
+        ]
+        for split, samples in splits.items()
+    }
+    torch.save({"task": task.to_dict(), "modality_dims": modality_dims, "splits": records}, path)
+    return path
+
+
+@register_dataset(
+    "paper002-saved", "saved per-sample outputs of a paper-002 training stage (paper002-saved:FILE)"
+)
+def load_saved_stage(path: str | None = None, **options) -> DatasetBundle:
+    if not path:
+        raise ValueError("paper002-saved needs a file: paper002-saved:/path/to/stage_outputs.pt")
+    if options:
+        raise ValueError(f"paper002-saved takes no options, got {sorted(options)}")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"paper002-saved: {path} does not exist")
+    data = torch.load(path, weights_only=False)
+    splits = {
+        split: SampleDataset(
+            [Sample(r["id"], r["features"], r["label"], r["speaker"], r["conversation"]) for r in recs],
+            name=f"paper002-saved/{split}",
+        )
+        for split, recs in data["splits"].items()
+    }
+    return DatasetBundle(
+        name=f"paper002-saved:{path}",
+        task=TaskSpec.from_dict(data["task"]),
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        modality_dims=dict(data["modality_dims"]),
+        info={"source": str(path)},
+    )
+
+
+@torch.no_grad()
+def _stage_outputs(fn, dataset, modalities, batch_size: int = 64) -> list[Sample]:
+    """Run ``fn(inputs) -> {name: [B, T, D]}`` (each output on its modality's time axis) over a dataset in
+    order and cut the results back into per-sample arrays."""
+    out = []
+    samples = [dataset[i] for i in range(len(dataset))]
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = collate_samples(chunk, modalities)
+        results = fn(batch.inputs)
+        for b, s in enumerate(chunk):
+            feats = {}
+            for m, values in results.items():
+                n = int(batch.inputs[m].mask[b].sum())
+                feats[m] = values[b, :n].cpu().numpy().astype(np.float32)
+            out.append(Sample(s.id, feats, s.label, s.speaker, s.conversation))
+    return out
+
+
+def _merge_by_id(parts: list[list[Sample]]) -> list[Sample]:
+    first = parts[0]
+    index = [{s.id: s for s in p} for p in parts[1:]]
+    merged = []
+    for s in first:
+        feats = dict(s.features)
+        for idx in index:
+            if s.id not in idx:
+                raise KeyError(
+                    f"staged training: sample {s.id!r} is missing from another modality's stage-1 run"
+                )
+            feats.update(idx[s.id].features)
+        merged.append(Sample(s.id, feats, s.label, s.speaker, s.conversation))
+    return merged
+
+
+def train_staged(
+    dataset: str = "synthetic",
+    dataset_options: dict | None = None,
+    modalities: list[str] | None = None,
+    model_options: dict | None = None,
+    stages: dict | None = None,
+    seed: int = 0,
+    output: str | Path = "runs/delta_attention_staged",
+    threads: int | None = 1,
+    patience: int = 5,
+    loss: str | None = None,
+) -> dict:
+    """Paper 002's staged training (Table 1), built on :func:`emofusion.training.train_run`.
+
+    1. ``selfattn_<m>``: each unimodal delta self-attention module with its own head, on the task loss.
+    2. ``dcca``: the DCCA encoders on the saved ``Y_M`` with the correlation loss only (eq. 13); a linear
+       probe on the detached pooled ``Yhat`` is fitted alongside (it gives Table 2's DCCA row).
+    3. ``crossattn``: the fused attention + head (eq. 14-17) on the saved ``[Yhat_M; Y_M]``.
+
+    ``stages`` overrides Table 1 per stage (e.g. ``{"dcca": {"lr": 1e-3}}``). Returns the metrics of every
+    stage and the paths of the saved outputs; the stage-3 metrics are those of the whole staged model.
+    """
+    from emofusion.training import RunConfig, train_run
+
+    output = Path(output)
+    opts = {k: v for k, v in (model_options or {}).items() if k not in ("variant", "modality", "input_stage")}
+    hp = {k: dict(v) for k, v in TABLE1.items()}
+    for k, v in (stages or {}).items():
+        hp.setdefault(k, {}).update(v)
+    common = dict(
+        seed=seed,
+        threads=threads,
+        patience=patience,
+        progress=False,
+        plots=False,
+        loss=loss,
+    )
+    results: dict = {"stages": {}, "outputs": {}}
+
+    # stage 1: unimodal modules, one engine run per modality
+    if modalities is None:
+        from emofusion.data import load_dataset
+
+        modalities = list(load_dataset(dataset, **(dataset_options or {})).modality_dims)
+    per_mod: dict[str, dict[str, list[Sample]]] = {}
+    task = None
+    for m in modalities:
+        key = f"selfattn_{m}" if f"selfattn_{m}" in hp else "selfattn_text"
+        cfg = RunConfig(
+            model="delta_attention",
+            dataset=dataset,
+            modalities=[m],
+            dataset_options=dataset_options or {},
+            model_options={**opts, "variant": "unimodal"},
+            output=str(output / f"stage1_{m}"),
+            **common,
+            **hp[key],
+        )
+        res = train_run(cfg)
+        results["stages"][f"selfattn_{m}"] = res.metrics
+        task = res.bundle.task
+        model = res.module.model.eval()
+        per_mod[m] = {
+            split: _stage_outputs(
+                lambda x, model=model: model.encode_unimodal(x)[0], res.bundle.split(split), [m]
+            )
+            for split in ("train", "val", "test")
+        }
+    d_o = opts.get("d_o", 64)
+    d_r = opts.get("d_r", 16)
+    splits = {
+        split: _merge_by_id([per_mod[m][split] for m in modalities]) for split in ("train", "val", "test")
+    }
+    file1 = save_stage_outputs(output / "stage1_outputs.pt", task, {m: d_o for m in modalities}, splits)
+    results["outputs"]["stage1"] = str(file1)
+
+    # stage 2: DCCA on the saved representations (correlation objective only)
+    cfg = RunConfig(
+        model="delta_attention",
+        dataset=f"paper002-saved:{file1}",
+        modalities=modalities,
+        model_options={**opts, "variant": "dcca", "input_stage": "representation", "dcca_task_grad": False},
+        output=str(output / "stage2_dcca"),
+        standardize=False,
+        drop_constant=False,
+        **common,
+        **hp["dcca"],
+    )
+    res = train_run(cfg)
+    results["stages"]["dcca"] = res.metrics
+    model = res.module.model.eval()
+
+    def correlated(inputs, model=model):
+        masks = {m: inputs[m].mask for m in modalities}
+        ys = {m: inputs[m].values for m in modalities}
+        yhats = model.encode_dcca(ys, masks)
+        return {m: torch.cat([yhats[m], ys[m]], dim=-1) for m in modalities}
+
+    splits2 = {split: _stage_outputs(correlated, res.bundle.split(split), modalities) for split in splits}
+    file2 = save_stage_outputs(
+        output / "stage2_outputs.pt", task, {m: d_r + d_o for m in modalities}, splits2
+    )
+    results["outputs"]["stage2"] = str(file2)
+
+    # stage 3: fused attention + softmax / regression head on the saved correlated features
+    cfg = RunConfig(
+        model="delta_attention",
+        dataset=f"paper002-saved:{file2}",
+        modalities=modalities,
+        model_options={**opts, "variant": "full", "input_stage": "correlated"},
+        output=str(output / "stage3_crossattn"),
+        standardize=False,
+        drop_constant=False,
+        **common,
+        **hp["crossattn"],
+    )
+    res = train_run(cfg)
+    results["stages"]["crossattn"] = res.metrics
+    results["metrics"] = res.metrics
+    (output / "staged_metrics.json").write_text(json.dumps(results, indent=2, default=float))
+    return results
