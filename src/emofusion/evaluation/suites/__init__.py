@@ -4,3 +4,4 @@ from emofusion.evaluation.suites import robustness  # noqa: F401
 from emofusion.evaluation.suites import paper000  # noqa: F401
 from emofusion.evaluation.suites import foundation  # noqa: F401
 from emofusion.evaluation.suites import paper004  # noqa: F401
+from emofusion.evaluation.suites import paper001  # noqa: F401
