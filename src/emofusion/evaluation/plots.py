@@ -117,4 +117,8 @@ def plot_run(run_dir: Path, module, bundle, config) -> list[Path]:
         made.append(plot_scatter(out["predictions"], out["labels"], plots / "test_scatter.png", "test sentiment"))
     elif task.kind == "multilabel_binary":
         made.append(plot_per_output_errors(task.output_names, metrics, plots / "test_acc_per_output.png", "acc_"))
+    if type(module.model).__name__ == "RMFN":  # paper 001 Fig. 3: HIGHLIGHT weights per stage
+        from emofusion.evaluation.rmfn_plots import plot_rmfn_run
+
+        made += plot_rmfn_run(module, bundle, plots)
     return made
