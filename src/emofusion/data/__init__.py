@@ -1,6 +1,6 @@
 """Data: the batch type, collation and sampling, alignment, the synthetic benchmark, file formats."""
 
-from emofusion.data import conversation, csd, mfn, mmsa, mult, synthetic  # noqa: F401  (register datasets and file formats)
+from emofusion.data import conversation, csd, folder, mfn, mmsa, mult, synthetic  # noqa: F401  (register datasets and file formats)
 from emofusion.data import synthetic_conv  # noqa: F401
 from emofusion.data import synthetic_protocols  # noqa: F401
 from emofusion.data import wordslots  # noqa: F401
