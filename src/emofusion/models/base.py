@@ -69,6 +69,9 @@ class FusionModel(nn.Module):
         """
         if self.task.is_regression and self.task.label_range is not None:
             low, high = self.task.label_range
+            if not low <= 0.0 <= high:
+                # ranges excluding 0 (ICT-MMMO's [1, 5]): centre the output, else a fresh model sits at the bound
+                raw = raw + 0.5 * (low + high)
             return torch.clamp(raw, low, high) if not self.training else _soft_clamp(raw, low, high)
         return raw
 
