@@ -24,11 +24,11 @@ PAPER_ORDER = ("text", "audio", "visual", "video")
 
 # preset -> training settings; paper 003 §4.4: Adam (default lr), batch 64, early stopping patience 10, MAE loss
 PRESETS = {
-    "quick": {"max_epochs": 4, "patience": 10, "batch_size": 64, "lr": 1e-3},
+    "quick": {"max_epochs": 10, "patience": 10, "batch_size": 64, "lr": 1e-3},
     "full": {"max_epochs": 100, "patience": 10, "batch_size": 64, "lr": 1e-3},
 }
 # small synthetic sizes for the quick preset (other datasets keep their own sizes)
-QUICK_SYNTHETIC = {"n_train": 240, "n_val": 60, "n_test": 100}
+QUICK_SYNTHETIC = {"n_train": 400, "n_val": 100, "n_test": 200}
 
 
 def modality_label(mods) -> str:
@@ -269,9 +269,12 @@ def run_dir_of(result: SuiteResult, cell: dict, seed: int) -> Path:
 
 
 def plot_best_cell(result: SuiteResult, out_dir: Path) -> list[Path]:
-    """Fig. 2 for the best cell's first seed (predicted-intensity distribution per output, test split)."""
+    """Writes OUT/grid.md and draws Fig. 2 for the best cell's first seed (predicted-intensity distribution
+    per output, test split)."""
     from emofusion.evaluation.intensity_plots import plot_run_intensities
 
+    # the Tables 2-5 layout beside the suite's per-metric tables (``emofusion benchmark`` runs land here too)
+    (Path(out_dir) / "grid.md").write_text(grid_tables(result) + "\n")
     best = best_cell(result)
     if best is None:
         return []
@@ -316,7 +319,6 @@ def run_grid(
     start = time.perf_counter()
     result = run_suite(spec, preset=preset, seeds=None, jobs=jobs, out_dir=out_dir, log=log, suite_name=name)
     text = grid_tables(result) + f"\n\nWall time: {time.perf_counter() - start:.1f} s ({jobs} job(s))."
-    (result.out_dir / "grid.md").write_text(text + "\n")
     return result, text
 
 
