@@ -119,3 +119,5 @@ def test_csd_dataset(tmp_path, align):
         assert s.length("audio") == s.length("visual") == 10
     sent = load_dataset(f"csd:{tmp_path}", folds=str(tmp_path / "folds.json"), modalities="audio")
     assert sent.task.kind == "sentiment" and sent.modalities == ["audio"]
+    every = load_dataset(f"csd:{tmp_path}", folds=str(tmp_path / "folds.json"), target="all", lazy=False)
+    assert every.task.kind == "multi_regression" and every.test[0].label.shape == (7,)

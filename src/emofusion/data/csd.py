@@ -298,7 +298,11 @@ def load_csd(
     lazy=True,
     **options,
 ) -> DatasetBundle:
-    """Labelled segments of computational sequences. ``target``: ``sentiment`` or ``emotions`` (MOSEI)."""
+    """Labelled segments of computational sequences.
+
+    ``target``: ``sentiment`` (label column 0), ``emotions`` (MOSEI's 6 intensities) or ``all`` (every label
+    column as multi-regression, e.g. POM traits).
+    """
     if options:
         raise TypeError(f"csd: unknown options {sorted(options)}")
     base = Path(folder)
@@ -378,7 +382,10 @@ def _csd_task(label_dim, target, recipe) -> tuple[TaskSpec, np.ndarray]:
         if label_dim != 7:
             raise DataFormatError(f"csd: target='emotions' needs the 7-column MOSEI labels, got {label_dim}")
         return emotion_intensity_task(), np.array([MOSEI_LABEL_COLUMNS.index(e) for e in MOSEI_EMOTIONS])
-    raise ValueError(f"csd: target must be 'sentiment' or 'emotions', got {target!r}")
+    if target == "all":  # e.g. POM's speaker traits: every label column, multi-regression
+        names = MOSEI_LABEL_COLUMNS if label_dim == 7 else tuple(f"label{i}" for i in range(label_dim or 0))
+        return TaskSpec("multi_regression", names), np.arange(label_dim or 0)
+    raise ValueError(f"csd: target must be 'sentiment', 'emotions' or 'all', got {target!r}")
 
 
 class _SegmentReader:
