@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -202,9 +205,9 @@ def test_training_reduces_loss_and_all_parameters_get_gradients():
     model = create_model("rmfn", DIMS, sentiment_task(), **SMALL).train()
     inputs = batch([5, 4, 3, 5, 2, 1])
     target = torch.linspace(-2, 2, 6).unsqueeze(1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
     losses = []
-    for _ in range(40):
+    for _ in range(25):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(inputs).prediction, target)
         loss.backward()
@@ -214,3 +217,63 @@ def test_training_reduces_loss_and_all_parameters_get_gradients():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+def test_fig3_plot_is_written(tmp_path):
+    from emofusion.data import load_dataset
+    from emofusion.evaluation.rmfn_plots import highlight_figure, plot_highlight
+
+    bundle = load_dataset("synthetic:aligned", n_train=1, n_val=1, n_test=2, corrupt=False, max_words=8)
+    torch.manual_seed(0)
+    model = create_model(
+        "rmfn", bundle.modality_dims, bundle.task, stages=2, hidden_dim=4, fuse_dim=4, z_dim=4
+    )
+    path = plot_highlight(model, bundle.test[0], tmp_path / "fig3.png")
+    assert path.exists() and path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="T, K, D"):
+        highlight_figure(torch.zeros(3, 4).numpy(), {"text": (0, 4)})
+    with pytest.raises(ValueError, match="HIGHLIGHT"):
+        plot_highlight(
+            create_model("rmfn", bundle.modality_dims, bundle.task, mfp=False, hidden_dim=4),
+            bundle.test[0],
+            tmp_path / "none.png",
+        )
+
+
+def test_protocol_views_of_the_synthetic_benchmark():
+    from emofusion.data import load_dataset
+
+    binary = load_dataset("synthetic-p001:binary", n_train=40, n_val=2, n_test=2)
+    traits = load_dataset("synthetic-p001:traits", n_train=40, n_val=2, n_test=2)
+    base = load_dataset("synthetic:aligned", n_train=40, n_val=2, n_test=2)
+    assert binary.task.kind == "multilabel_binary" and binary.task.output_names[-1] == "neutral"
+    for i in range(40):
+        y = base.train[i].label
+        b = binary.train[i].label
+        assert b[-1] == float(not (y > 0).any())  # neutral = no emotion present
+        assert b[0] == float(y[3] > 0)  # happy
+    t = torch.tensor(np.stack([traits.train[i].label for i in range(40)]))
+    assert traits.task.kind == "multi_regression" and t.shape == (40, 4)
+    assert (t[:, :3] >= 1).all() and (t[:, :3] <= 7).all() and (t[:, 3] <= 5).all()
+    assert t.std(0).min() > 0.1
+    with pytest.raises(ValueError, match="unknown view"):
+        load_dataset("synthetic-p001:nope")
+
+
+MMMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mfn_h5" / "mmmo"
+
+
+@pytest.mark.skipif(not MMMO.exists(), reason=f"real ICT-MMMO features not found at {MMMO}")
+def test_runs_on_real_ict_mmmo_word_slots():
+    from emofusion.data import load_dataset
+    from emofusion.data.collate import collate_samples
+
+    bundle = load_dataset(f"wordslots:mfn:{MMMO}", modalities="audio,visual", limit=6)
+    samples = [bundle.train[i] for i in range(6)]
+    batch = collate_samples(samples, ["audio", "visual"])
+    inputs = {m: ModalityTensor(torch.nan_to_num(v), mask) for m, (v, mask) in batch.inputs.items()}
+    torch.manual_seed(0)
+    model = create_model("rmfn", bundle.modality_dims, bundle.task, **SMALL).eval()
+    out = model(inputs)
+    assert out.extras["alignment"] == "given"  # word slots: both modalities share the axis
+    assert torch.isfinite(out.prediction).all() and out.prediction.shape == (6, 1)
