@@ -29,6 +29,12 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--mman-config", help="run train_mman for this YAML config instead of the tables")
     parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument(
+        "--fusion-lr", type=float, default=1e-2, help="lr of the fusion stage (--mman-config)"
+    )
+    parser.add_argument(
+        "--fusion-epochs", type=int, default=40, help="epochs of the fusion stage (--mman-config)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -41,7 +47,12 @@ def main() -> None:
         from emofusion.training.config import RunConfig, load_yaml
 
         config = RunConfig.from_dict(load_yaml(args.mman_config))
-        out = train_mman(config, finetune_epochs=args.finetune_epochs)
+        out = train_mman(
+            config,
+            finetune_epochs=args.finetune_epochs,
+            fusion_lr=args.fusion_lr,
+            fusion_epochs=args.fusion_epochs,
+        )
         report = {name: run.metrics.get("test", {}).get("accuracy") for name, run in out["subnets"].items()}
         report["fusion"] = out["fusion"].metrics["test"]["accuracy"]
         if out["finetune"] is not None:

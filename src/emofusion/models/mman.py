@@ -472,13 +472,20 @@ def subnetwork_specs(
     return specs
 
 
-def train_mman(config, finetune_epochs: int = 0, finetune_lr_scale: float = 0.1) -> dict:
+def train_mman(
+    config,
+    finetune_epochs: int = 0,
+    finetune_lr_scale: float = 0.1,
+    fusion_lr: float | None = None,
+    fusion_epochs: int | None = None,
+) -> dict:
     """Paper 004's protocol through the training engine, for ``config.model`` in (``mman``, ``clstm_lf``):
 
     1. every sub-network (cLSTM-MMA and/or the unimodal cLSTMs) is trained on its own (``train_run``, same
        data, seed and schedule as ``config``) into ``OUT/sub_<name>``;
     2. the fusion layer is trained with the sub-networks loaded and frozen (``stage="fusion"``) into
-       ``OUT/fusion``;
+       ``OUT/fusion`` (at ``fusion_lr`` / ``fusion_epochs`` when given: a small layer on fixed inputs
+       usually wants a larger learning rate than the sub-networks);
     3. optionally (``finetune_epochs > 0``) everything is fine-tuned jointly at ``lr * finetune_lr_scale``
        into ``OUT/finetune``.
 
@@ -500,7 +507,11 @@ def train_mman(config, finetune_epochs: int = 0, finetune_lr_scale: float = 0.1)
         subnets[name] = train_run(sub)
         paths[name] = str(subnets[name].run_dir)
     fusion_cfg = replace(
-        config, model_options={**options, "stage": "fusion", "pretrained": paths}, output=str(base / "fusion")
+        config,
+        model_options={**options, "stage": "fusion", "pretrained": paths},
+        lr=fusion_lr or config.lr,
+        max_epochs=fusion_epochs or config.max_epochs,
+        output=str(base / "fusion"),
     )
     fusion = train_run(fusion_cfg)
     finetune = None
