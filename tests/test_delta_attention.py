@@ -205,7 +205,8 @@ def test_paper_dims_construct():
     dims = {"text": 300, "audio": 74, "visual": 35}
     d = create_model("delta_attention", dims, emotion_intensity_task())
     m = create_model("mult", dims, emotion_intensity_task())
-    assert 0 < d.num_parameters() < m.num_parameters()
+    # the paper's claim: about half of MulT's parameters (our default sizes are chosen to match it)
+    assert 0.4 < d.num_parameters() / m.num_parameters() < 0.6
 
 
 def test_empty_key_rows_give_zeros():

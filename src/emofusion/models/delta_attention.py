@@ -249,10 +249,10 @@ class DeltaAttention(FusionModel):
         task: TaskSpec,
         variant: str = "full",
         modality: str | None = None,
-        d_ch: int = 32,
+        d_ch: int = 64,
         d_k: int | None = None,
         num_heads: int = 4,
-        d_o: int = 64,
+        d_o: int = 128,
         num_layers: int = 1,
         kernel_size: int | dict = 3,
         window=8,
@@ -631,7 +631,7 @@ def train_staged(
             )
             for split in ("train", "val", "test")
         }
-    d_o = opts.get("d_o", 64)
+    d_o = opts.get("d_o", 128)
     d_r = opts.get("d_r", 16)
     splits = {
         split: _merge_by_id([per_mod[m][split] for m in modalities]) for split in ("train", "val", "test")
