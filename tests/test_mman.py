@@ -228,3 +228,60 @@ def test_train_mman_protocol_through_the_engine(tmp_path):
             torch.testing.assert_close(fused.subnets[name].state_dict()[k], v)
     assert 0.0 <= out["fusion"].metrics["test"]["accuracy"] <= 1.0
     assert out["finetune"] is not None and "accuracy" in out["finetune"].metrics["test"]
+
+
+def test_paper004_suite_staged_rows_reuse_the_single_stage_runs(tmp_path):
+    from emofusion.evaluation.suite import config_hash, get_suite
+    from emofusion.evaluation.suites.paper004 import parameter_count, single_stage_configs, staged_config
+
+    spec = get_suite("paper004-table2", "quick")
+    rows = single_stage_configs("quick")
+    assert {c.row for c in spec.cells} == set(rows)
+    for row, expect in (
+        ("MMAN", {"mma": "cLSTM-MMA", "audio": "cLSTM-Speech"}),
+        ("cLSTM-LF", {"text": "cLSTM-Text"}),
+    ):
+        cfg = staged_config("quick", row, 2, tmp_path)
+        assert cfg["model_options"]["stage"] == "fusion"
+        for sub, source in expect.items():
+            assert cfg["model_options"]["pretrained"][sub] == str(
+                tmp_path / "runs" / config_hash(rows[source], 2)
+            )
+    assert parameter_count(rows["cLSTM-MMA"]) < parameter_count(rows["cLSTM-EF"])
+
+
+def test_models_work_on_the_conv_reader_layout_with_the_4_class_mapping(tmp_path):
+    """A tiny file in the IEMOCAP bc-LSTM/DialogueRNN pickle layout, read by ``conv:FILE.pkl``."""
+    import pickle
+
+    import numpy as np
+
+    pytest.importorskip("emofusion.data.conversation")
+    from emofusion.training.losses import task_loss
+
+    rng = np.random.default_rng(0)
+    ids, spk, lab, text, audio, visual, sent = {}, {}, {}, {}, {}, {}, {}
+    for c in range(6):
+        cid, n = f"Ses0{c}_conv", 3 + c
+        ids[cid] = [f"{cid}_u{i}" for i in range(n)]
+        spk[cid] = ["M" if i % 2 else "F" for i in range(n)]
+        lab[cid] = [int(v) for v in rng.integers(0, 6, n)]
+        text[cid] = [rng.standard_normal(10).astype(np.float32) for _ in range(n)]
+        audio[cid] = [rng.standard_normal(12).astype(np.float32) for _ in range(n)]
+        visual[cid] = [rng.standard_normal(7).astype(np.float32) for _ in range(n)]
+        sent[cid] = ["hello there"] * n
+    path = tmp_path / "IEMOCAP_features.pkl"
+    data = (ids, spk, lab, text, audio, visual, sent, list(ids)[:4], list(ids)[4:])
+    path.write_bytes(pickle.dumps(data))
+    bundle = load_dataset(f"conv:{path}", classes=4, val_fraction=0.25)
+    assert bundle.task.output_names == ("angry", "happy", "sad", "neutral") and bundle.task.sequence_labels
+    # happy(0)+excited(4) -> happy, sad(1)+frustrated(5) -> sad, neutral(2), angry(3)
+    expect = np.array([1, 2, 3, 0, 1, 2])[np.asarray(lab["Ses04_conv"])]
+    np.testing.assert_array_equal(bundle.test[0].label, expect)
+    batch = Collator(sequence_labels=True)(list(bundle.train) + list(bundle.test))
+    for name in SMALL:
+        model = create_model(name, bundle.modality_dims, bundle.task, **SMALL[name])
+        out = model(batch.inputs).prediction
+        assert out.shape == (*batch.label_mask.shape, 4)
+        loss = task_loss("ce", bundle.task, out, batch.labels, batch.label_mask)
+        assert torch.isfinite(loss)
