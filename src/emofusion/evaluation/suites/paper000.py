@@ -168,3 +168,47 @@ def classification(preset: str) -> SuiteSpec:
             "A+V 65.0; RAVDESS audio 41.25, vision 52.08, A+V with GCA 58.33 (accuracy, %)."
         ),
     )
+
+
+NOISE_COLUMNS = {
+    "clean": None,
+    "visual 0 dB": VISUAL_NOISE,
+    "visual -10 dB": {"kind": "gaussian_noise", "modality": "visual", "snr_db": -10.0},
+    "visual zeroed": {"kind": "missing_modality", "modality": "visual", "mode": "zero"},
+}
+
+
+@register_suite(
+    "paper000-noise",
+    "paper 000 noise ablation: GCA vs GCA + gating under visual noise, visual-informative data",
+)
+def noise_ablation(preset: str) -> SuiteSpec:
+    """The gating ablation where the visual view matters: on the default synthetic data the fused models learn
+    to ignore vision (zeroing it does not hurt them), so noise on it says nothing about gating. Here the visual
+    background noise is lowered (``noise.visual = 0.3``) so vision carries usable evidence, training is a bit
+    longer, and each model is tested clean, at two SNRs and with the visual track zeroed."""
+    dataset = _dataset("synthetic")
+    base, hidden = _base(preset, dataset, loss="mse", monitor="mse_sum")
+    if dataset.startswith("synthetic"):
+        base["dataset_options"] = {
+            **base["dataset_options"],
+            "noise": {"text": 1.0, "audio": 1.0, "visual": 0.3},
+        }
+    if preset == "quick":
+        base["max_epochs"] = 12
+    rows = model_rows(hidden, ["text", "audio", "visual"])
+    cells = [Cell("vision", "clean", {**base, **rows["vision"]})]
+    for row in ("GCA", "GCA + gating"):
+        for column, spec in NOISE_COLUMNS.items():
+            cells.append(Cell(row, column, {**base, **rows[row]}, perturbation=spec))
+    return SuiteSpec(
+        cells=cells,
+        metrics=["mse_sum", "mae_sum", "wa"],
+        seeds=[0, 1, 2],
+        title="Paper 000, noise ablation with an informative visual view",
+        description=(
+            f"Dataset `{dataset}` with lowered visual background noise (synthetic: noise.visual = 0.3); "
+            "test-time additive white Gaussian noise on the standardised visual features at 0 and -10 dB SNR, "
+            "or the visual track set to zero."
+        ),
+    )
