@@ -219,6 +219,7 @@ class CLSTMMMA(FusionModel):
         d_v: int | None = None,
         shared_kv: bool = True,
         skip: str = "residual",
+        attention: bool = True,
         hidden_dim: int = 64,
         num_layers: int = 1,
         dense_dim: int = 64,
@@ -236,12 +237,20 @@ class CLSTMMMA(FusionModel):
                 f"clstm_mma: skip='residual' needs d_v == d_model, got d_v={d_v}, d_model={d_model}"
             )
         self.skip = skip
+        # attention=False is an ablation (not in the paper): the standardised embeddings are concatenated as
+        # they are, which isolates what the attention adds over the dimension standardisation
+        self.use_attention = attention
         # §2.1.1: one dense layer per modality to d_model (ReLU: the paper says "dense feed forward layers")
         self.standardise = nn.ModuleDict(
             {m: nn.Sequential(nn.Linear(d, d_model), nn.ReLU()) for m, d in modality_dims.items()}
         )
-        self.attention = MultiModalAttention(self.modalities, d_model, d_k, d_v, shared_kv)
-        width = len(self.modalities) * (d_v + (d_model if skip == "concat" else 0))
+        self.attention = (
+            MultiModalAttention(self.modalities, d_model, d_k, d_v, shared_kv) if attention else None
+        )
+        if attention:
+            width = len(self.modalities) * (d_v + (d_model if skip == "concat" else 0))
+        else:
+            width = len(self.modalities) * d_model
         self.dropout = nn.Dropout(dropout)
         self.clstm = ContextLSTM(
             width, hidden_dim, num_layers, self.output_dim, dense_dim, bidirectional, dropout
@@ -250,6 +259,9 @@ class CLSTMMMA(FusionModel):
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         checked, mask = utterance_mask(self, inputs)
         embedded = {m: self.standardise[m](checked[m].values) for m in self.modalities}
+        if self.attention is None:
+            fused = self.dropout(torch.cat([embedded[m] for m in self.modalities], dim=-1))
+            return ModelOutput(self.clstm(fused * mask.unsqueeze(-1).to(fused.dtype), mask))
         attended, weights = self.attention(embedded)
         parts = []
         for m in self.modalities:

@@ -32,7 +32,17 @@ MATCHED = {"hidden_dim": 64, "dense_dim": 64, "dropout": 0.2, "bidirectional": F
 MMA_OPTIONS = {**MATCHED, "d_model": 32}
 LF_FUSION = {"hidden_dim": 32}
 STAGED = {"cLSTM-LF": "clstm_lf", "MMAN": "mman"}
-ROW_ORDER = ["cLSTM-Speech", "cLSTM-Visual", "cLSTM-Text", "cLSTM-EF", "cLSTM-LF", "cLSTM-MMA", "MMAN"]
+ABLATION = "cLSTM-MMA w/o attention (ablation)"
+ROW_ORDER = [
+    "cLSTM-Speech",
+    "cLSTM-Visual",
+    "cLSTM-Text",
+    "cLSTM-EF",
+    "cLSTM-LF",
+    "cLSTM-MMA",
+    ABLATION,
+    "MMAN",
+]
 # paper 004, Table 2 (accuracy %, parameters in millions) and Table 3 (binary accuracy %), IEMOCAP
 PUBLISHED_T2 = {
     "cLSTM-Speech": (57.12, 1.27),
@@ -77,6 +87,8 @@ def single_stage_configs(preset: str) -> dict[str, dict]:
     names = {"mma": "cLSTM-MMA", "audio": "cLSTM-Speech", "visual": "cLSTM-Visual", "text": "cLSTM-Text"}
     rows = {names[k]: {**base, "model": m, "model_options": o} for k, (m, o) in specs.items()}
     rows["cLSTM-EF"] = {**base, "model": "clstm_ef", "model_options": dict(MATCHED)}
+    # ablation (not in the paper): cLSTM-MMA without the attention modules (standardised embeddings concatenated)
+    rows[ABLATION] = {**base, "model": "clstm_mma", "model_options": {**MMA_OPTIONS, "attention": False}}
     return rows
 
 
