@@ -146,9 +146,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        batches = self._all_batches()
-        skip, self._skip = self._skip, 0
-        yield from batches[skip:]
+        # the skip holds for every pass over the resumed epoch (Lightning may create more than one
+        # iterator while restoring) and is cleared when the next epoch is set
+        yield from self._all_batches()[self._skip :]
 
     def __len__(self) -> int:
         n = len(self.lengths)

@@ -14,7 +14,8 @@ from emofusion.data.collate import LengthBucketBatchSampler
 
 
 class ExactResume(L.Callback):
-    """Makes a resumed run continue exactly where the killed one stopped.
+    """Sets the bucketing sampler's epoch, and makes a resumed run continue exactly where the killed one
+    stopped.
 
     Lightning restores weights, optimiser and loop counters; this adds what it cannot know: how many batches
     of the interrupted epoch our bucketing sampler had already served (they are skipped, not repeated), and
@@ -34,26 +35,40 @@ class ExactResume(L.Callback):
             "epoch": trainer.current_epoch,
             "batches_done": int(progress.processed),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            # plain types and tensors only: Lightning loads checkpoints with weights_only=True
+            "numpy_rng": _numpy_state_to_plain(np.random.get_state()),
+            "python_rng": list(random.getstate()),
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         self._pending = checkpoint.get("emofusion_resume")
+        p = self._pending
+        # Lightning does not call on_train_epoch_start for an epoch resumed in the middle, so the skip is
+        # set here, before the resumed epoch's first iterator is created
+        if p and p["batches_done"] < len(self.sampler):
+            self.sampler.skip_batches(p["epoch"], p["batches_done"])
 
     def on_train_epoch_start(self, trainer, pl_module):
-        p = self._pending
-        if p and trainer.current_epoch == p["epoch"] and p["batches_done"] < len(self.sampler):
-            self.sampler.skip_batches(p["epoch"], p["batches_done"])
-        elif p:
-            self._pending = None
+        # Lightning only calls set_epoch on samplers, not on batch samplers: a new order each epoch
+        self.sampler.set_epoch(trainer.current_epoch)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._pending is not None:
             torch.set_rng_state(self._pending["torch_rng"])
-            np.random.set_state(self._pending["numpy_rng"])
-            random.setstate(self._pending["python_rng"])
+            np.random.set_state(_numpy_state_from_plain(self._pending["numpy_rng"]))
+            version, internal, gauss = self._pending["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
             self._pending = None
+
+
+def _numpy_state_to_plain(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_state_from_plain(plain):
+    name, keys, pos, has_gauss, cached = plain
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 class FaultInjection(L.Callback):

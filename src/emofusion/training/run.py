@@ -190,7 +190,7 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        log_every_n_steps=10,
+        log_every_n_steps=5,
         default_root_dir=run_dir,
     )
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)

@@ -1,0 +1,121 @@
+"""The reference models and shared layers: shapes, masking, any modality subset, registry."""
+
+import numpy as np
+import pytest
+import torch
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model, list_models
+from emofusion.models.layers import SequenceEncoder, masked_mean, masked_softmax, resample_to_lengths
+from emofusion.tasks import classification_task, emotion_intensity_task
+
+DIMS = {"text": 6, "audio": 4, "visual": 3}
+TASK = emotion_intensity_task()
+
+
+def _inputs(lengths: dict, batch=3, seed=0, fill=0.0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in lengths.items():
+        t = max(lens)
+        v = torch.randn(batch, t, DIMS[m], generator=g)
+        mask = torch.arange(t)[None, :] < torch.tensor(lens)[:, None]
+        v = torch.where(mask[..., None], v, torch.full_like(v, fill))
+        out[m] = ModalityTensor(v, mask)
+    return out
+
+
+LENS = {"text": [3, 5, 2], "audio": [30, 50, 12], "visual": [9, 15, 6]}
+
+
+def test_registry_lists_foundation_models():
+    assert {"mean", "unimodal_lstm", "early_fusion_lstm"} <= set(list_models())
+    with pytest.raises(KeyError, match="unknown model 'unimodal_lstmm'.*Did you mean unimodal_lstm"):
+        create_model("unimodal_lstmm", DIMS, TASK)
+
+
+@pytest.mark.parametrize(
+    "name,dims",
+    [("mean", DIMS), ("unimodal_lstm", {"audio": 4}), ("early_fusion_lstm", DIMS),
+     ("early_fusion_lstm", {"text": 6, "visual": 3})],
+)
+def test_output_shape_and_bounds(name, dims):
+    torch.manual_seed(0)
+    model = create_model(name, dims, TASK).eval()
+    out = model(_inputs({m: LENS[m] for m in dims}))
+    assert out.prediction.shape == (3, 6)
+    assert out.prediction.min() >= 0 and out.prediction.max() <= 3
+
+
+@pytest.mark.parametrize("name,options", [("unimodal_lstm", {"modality": "audio"}), ("early_fusion_lstm", {}),
+                                          ("early_fusion_lstm", {"fuse": "encoders"})])
+def test_padding_never_matters(name, options):
+    torch.manual_seed(0)
+    model = create_model(name, DIMS, TASK, **options).eval()
+    a = model(_inputs(LENS, fill=0.0)).prediction
+    b = model(_inputs(LENS, fill=123.0)).prediction
+    assert torch.allclose(a, b, atol=1e-6)
+    # batched == one by one
+    full = _inputs(LENS)
+    for i in range(3):
+        single = {m: ModalityTensor(v[i : i + 1, : int(mk[i].sum())], mk[i : i + 1, : int(mk[i].sum())])
+                  for m, (v, mk) in full.items()}
+        assert torch.allclose(model(single).prediction, a[i : i + 1], atol=1e-5)
+
+
+def test_unimodal_rejects_several_modalities_and_wrong_shapes():
+    with pytest.raises(ValueError, match="exactly one modality"):
+        create_model("unimodal_lstm", DIMS, TASK)
+    model = create_model("early_fusion_lstm", DIMS, TASK)
+    bad = _inputs(LENS)
+    bad["audio"] = ModalityTensor(torch.zeros(3, 5, 7), torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="audio.*expects values \\[B, T, 4\\]"):
+        model(bad)
+
+
+def test_classification_outputs_logits():
+    model = create_model("early_fusion_lstm", {"audio": 4}, classification_task("abcd")).eval()
+    out = model(_inputs({"audio": LENS["audio"]})).prediction
+    assert out.shape == (3, 4)
+
+
+def test_masked_ops():
+    v = torch.tensor([[[1.0], [3.0], [100.0]]])
+    m = torch.tensor([[True, True, False]])
+    assert masked_mean(v, m).item() == 2.0
+    w = masked_softmax(torch.tensor([[0.0, 0.0, 50.0]]), m)
+    assert w.tolist() == [[0.5, 0.5, 0.0]]
+    empty = masked_softmax(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool))
+    assert torch.all(empty == 0)
+
+
+def test_encoder_handles_empty_sequences():
+    enc = SequenceEncoder(4, 5, bidirectional=True)
+    v = torch.randn(2, 6, 4)
+    mask = torch.tensor([[True] * 6, [False] * 6])
+    steps, final = enc(v, mask)
+    assert torch.all(final[1] == 0) and torch.all(steps[1] == 0)
+    assert final.shape == (2, 10)
+
+
+def test_resample_to_lengths_nearest():
+    v = torch.arange(4.0).view(1, 4, 1)
+    out, mask = resample_to_lengths(v, torch.ones(1, 4, dtype=torch.bool), torch.tensor([8]), 8)
+    assert out.view(-1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    down, _ = resample_to_lengths(torch.arange(8.0).view(1, 8, 1), torch.ones(1, 8, dtype=torch.bool),
+                                  torch.tensor([4]), 4)
+    assert down.view(-1).tolist() == [0, 2, 4, 6]
+    assert mask.all()
+
+
+def test_mean_baseline_learns_training_mean():
+    model = create_model("mean", {"audio": 4}, TASK, init=[0.0] * 6)
+    y = torch.tensor(np.random.default_rng(0).random((64, 6)) * 3, dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = _inputs({"audio": [5] * 64}, batch=64)
+    for _ in range(400):
+        opt.zero_grad()
+        loss = ((model(x).prediction - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    assert torch.allclose(model.bias, y.mean(0), atol=0.02)

