@@ -1,0 +1,395 @@
+"""Time MMSA 2.2.1's EF_LSTM, LF_DNN, TFN, LMF, MFN and MulT next to emofusion's counterparts.
+
+MMSA is an optional peer (``pip install emofusion[peers]``), installed in its own virtualenv so it can never
+change the default environment. One run of this script drives two worker processes per measurement: one in
+the MMSA venv (``--mmsa-python``), one in emofusion's (``--emofusion-python``). Both build their inputs from
+``torch.manual_seed(0)`` with the same torch version, so the tensors are identical; both use one thread, the
+same batch size, the same protocol (warm-up step, then N timed Adam training steps with an L1 loss, then N
+timed inference passes), and the pairs are measured alternately and repeated, reporting medians (the 2 cores
+are shared with other jobs). Peak memory is the worker's peak RSS (``ru_maxrss``) above its baseline after
+model construction.
+
+Inputs follow MMSA's own MOSEI configs (GloVe text 300-d, COVAREP 74-d, FACET 35-d; regression, 1 output):
+EF_LSTM and MFN need word-aligned data (all 50 steps); LF_DNN, TFN and LMF take text as a 50-step sequence and
+audio / visual as utterance-averaged vectors; MulT at the aligned 50/50/50 lengths and at MMSA's unaligned
+MOSEI lengths (text 50, audio 500, visual 375). emofusion receives exactly the same tensors (all-True masks).
+
+    python benchmarks/mmsa_compare.py --quick --mmsa-python /tmp/venv_mmsa/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DIMS = {"text": 300, "audio": 74, "visual": 35}
+MMSA_MOSEI = {
+    "ef_lstm": {"hidden_dims": 256, "num_layers": 2, "dropout": 0.4},
+    "lf_dnn": {"hidden_dims": [128, 32, 128], "text_out": 128, "post_fusion_dim": 128, "dropouts": [0.2] * 4},
+    "tfn": {"hidden_dims": [128, 16, 128], "text_out": 128, "post_fusion_dim": 16, "dropouts": [0.4] * 4},
+    "lmf": {"hidden_dims": [128, 16, 128], "dropouts": [0.2] * 4, "rank": 4},
+    "mfn": {
+        "hidden_dims": [128, 32, 128],
+        "memsize": 128,
+        "windowsize": 2,
+        "NN1Config": {"drop": 0.2, "shapes": 128},
+        "NN2Config": {"drop": 0.5, "shapes": 128},
+        "gamma1Config": {"drop": 0.7, "shapes": 256},
+        "gamma2Config": {"drop": 0.0, "shapes": 256},
+        "outConfig": {"drop": 0.5, "shapes": 128},
+    },
+    "mult": {
+        "attn_dropout_a": 0.0,
+        "attn_dropout_v": 0.0,
+        "relu_dropout": 0.0,
+        "embed_dropout": 0.0,
+        "res_dropout": 0.0,
+        "dst_feature_dim_nheads": [30, 6],
+        "nlevels": 4,
+        "conv1d_kernel_size_l": 5,
+        "conv1d_kernel_size_a": 1,
+        "conv1d_kernel_size_v": 3,
+        "text_dropout": 0.3,
+        "attn_dropout": 0.4,
+        "output_dropout": 0.5,
+        "use_bert": False,
+        "attn_mask": True,
+    },
+}
+MMSA_CLASS = {
+    "ef_lstm": "EF_LSTM",
+    "lf_dnn": "LF_DNN",
+    "tfn": "TFN",
+    "lmf": "LMF",
+    "mfn": "MFN",
+    "mult": "MULT",
+}
+# emofusion counterparts, sized like MMSA's MOSEI config where the architectures correspond
+EMOFUSION = {
+    "ef_lstm": (
+        "early_fusion_lstm",
+        {"hidden_dim": 256, "num_layers": 2, "head_dim": 256, "dropout": 0.4},
+        "same design (concatenate per step -> 2-layer LSTM 256 -> FC); MMSA adds BatchNorm over steps",
+    ),
+    "lf_dnn": (
+        "late_fusion",
+        {"encoder_dim": 64},
+        "different design: emofusion's paper-000 late fusion (per-view BiLSTM 2x64 + per-view heads) vs "
+        "MMSA's MLPs on averaged audio/visual + text LSTM + fusion MLP",
+    ),
+    "tfn": (None, None, "no TFN in emofusion"),
+    "lmf": (None, None, "no LMF in emofusion"),
+    "mfn": (
+        "rmfn",
+        {"hidden_dim": 128},
+        "closest relative, not the same model: RMFN (paper 001, multistage fusion on LSTHMs) vs MFN "
+        "(LSTMs + delta-memory attention)",
+    ),
+    "mult": (
+        "mult",
+        {
+            "d_model": 30,
+            "num_heads": 6,
+            "cross_layers": 4,
+            "self_layers": 4,
+            "kernel_size": {"text": 5, "audio": 1, "visual": 3},
+            "attn_dropout": 0.4,
+            "relu_dropout": 0.0,
+            "res_dropout": 0.0,
+            "embed_dropout": 0.0,
+            "out_dropout": 0.5,
+        },
+        "same design and size (MMSA's MOSEI config: d=30, 6 heads, 4 cross + 4 self layers, conv 5/1/3)",
+    ),
+}
+SETTINGS = {
+    "aligned50": {"text": 50, "audio": 50, "visual": 50},
+    "averaged": {"text": 50, "audio": 1, "visual": 1},
+    "unaligned_mosei": {"text": 50, "audio": 500, "visual": 375},
+}
+CASES = [
+    ("ef_lstm", "aligned50"),
+    ("lf_dnn", "averaged"),
+    ("tfn", "averaged"),
+    ("lmf", "averaged"),
+    ("mfn", "aligned50"),
+    ("mult", "aligned50"),
+    ("mult", "unaligned_mosei"),
+]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_inputs(setting: str, batch: int):
+    import torch
+
+    torch.manual_seed(0)
+    lengths = SETTINGS[setting]
+    x = {m: torch.randn(batch, lengths[m], DIMS[m]) for m in ("text", "audio", "visual")}
+    y = torch.randn(batch, 1).clamp(-3, 3)
+    return x, y
+
+
+def build_mmsa(name: str, setting: str):
+    from easydict import EasyDict
+    from MMSA.models.singleTask import EF_LSTM, LF_DNN, LMF, MFN, MULT, TFN  # noqa: F401
+
+    args = EasyDict(
+        MMSA_MOSEI[name],
+        feature_dims=[DIMS["text"], DIMS["audio"], DIMS["visual"]],
+        # EF_LSTM's BatchNorm1d(seq_lens) wants one int (aligned data); the others read the list
+        seq_lens=SETTINGS[setting]["text"]
+        if name == "ef_lstm"
+        else [SETTINGS[setting][m] for m in ("text", "audio", "visual")],
+        train_mode="regression",
+        num_classes=1,
+    )
+    model = {"ef_lstm": EF_LSTM, "lf_dnn": LF_DNN, "tfn": TFN, "lmf": LMF, "mfn": MFN, "mult": MULT}[name](
+        args
+    )
+
+    def forward(x):
+        return model(x["text"], x["audio"], x["visual"])["M"]
+
+    return model, forward
+
+
+def build_emofusion(name: str, setting: str):
+    import torch
+
+    from emofusion.data.batch import ModalityTensor
+    from emofusion.models import create_model
+    from emofusion.tasks import sentiment_task
+
+    model_name, options, _ = EMOFUSION[name]
+    model = create_model(model_name, dict(DIMS), sentiment_task(), **options)
+
+    def forward(x):
+        inputs = {m: ModalityTensor(v, torch.ones(v.shape[:2], dtype=torch.bool)) for m, v in x.items()}
+        out = model(inputs)
+        pred = out.prediction
+        return pred + sum(out.aux_losses.values(), torch.zeros(())) * 0
+
+    return model, forward
+
+
+def worker(side: str, name: str, setting: str, batch: int, steps: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, forward = (build_mmsa if side == "mmsa" else build_emofusion)(name, setting)
+    x, y = make_inputs(setting, batch)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    base = rss_mb()
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = (forward(x).view(-1) - y.view(-1)).abs().mean()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    train = batch * steps / (time.perf_counter() - t0)
+    peak = rss_mb() - base
+    model.eval()
+    with torch.no_grad():
+        forward(x)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            forward(x)
+        infer = batch * steps / (time.perf_counter() - t0)
+    return {
+        "side": side,
+        "name": name,
+        "setting": setting,
+        "params": params,
+        "train": train,
+        "infer": infer,
+        "peak_rss_mb": peak,
+        "baseline_rss_mb": base,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_worker(
+    python: str, side: str, name: str, setting: str, batch: int, steps: int, timeout: float
+) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if side == "emofusion":
+        env["PYTHONPATH"] = (
+            str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        )
+    cmd = [
+        python,
+        __file__,
+        "--worker",
+        side,
+        "--model",
+        name,
+        "--setting",
+        setting,
+        "--batch",
+        str(batch),
+        "--steps",
+        str(steps),
+    ]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(lines[-1][7:]) if lines else {"error": (proc.stderr or "no output").strip()[-400:]}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 steps, 3 repeats (MulT unaligned: 2 steps)")
+    p.add_argument("--mmsa-python", default="/tmp/venv_mmsa/bin/python")
+    p.add_argument("--emofusion-python", default=sys.executable)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--cases", default="", help="comma-separated model names (default: all)")
+    p.add_argument("--out", default="bench_out/mmsa")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--worker", choices=["mmsa", "emofusion"], help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--setting", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        try:
+            rec = worker(args.worker, args.model, args.setting, args.batch, args.steps or 3)
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            rec = {"error": f"{type(err).__name__}: {err}"}
+        print("RESULT " + json.dumps(rec))
+        return 0
+
+    steps = args.steps or (3 if args.quick else 10)
+    repeats = args.repeats or (3 if args.quick else 5)
+    wanted = [c for c in args.cases.split(",") if c]
+    cases = [c for c in CASES if not wanted or c[0] in wanted]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/mmsa_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows = []
+    load0 = os.getloadavg()[0]
+    for name, setting in cases:
+        emo_name = EMOFUSION[name][0]
+        n_steps = max(2, steps // 2) if setting == "unaligned_mosei" else steps
+        runs = {"mmsa": [], "emofusion": []}
+        for r in range(repeats):
+            # alternate the order so both sides see the same contention on average
+            order = ("mmsa", "emofusion") if r % 2 == 0 else ("emofusion", "mmsa")
+            for side in order:
+                if side == "emofusion" and emo_name is None:
+                    continue
+                python = args.mmsa_python if side == "mmsa" else args.emofusion_python
+                rec = run_worker(python, side, name, setting, args.batch, n_steps, args.timeout)
+                runs[side].append(rec)
+                print(
+                    f"[mmsa] {name} {setting} {side} #{r}: "
+                    + (
+                        rec.get("error")
+                        or f"train {rec['train']:.1f}/s infer {rec['infer']:.1f}/s "
+                        f"peak {rec['peak_rss_mb']:.0f} MB"
+                    ),
+                    flush=True,
+                )
+        row = {
+            "case": name,
+            "setting": setting,
+            "emofusion_model": emo_name,
+            "note": EMOFUSION[name][2],
+            "steps": n_steps,
+            "runs": runs,
+        }
+        for side in ("mmsa", "emofusion"):
+            ok = [x for x in runs[side] if "error" not in x]
+            row[side] = {
+                "train": med([x["train"] for x in ok]),
+                "infer": med([x["infer"] for x in ok]),
+                "peak_rss_mb": med([x["peak_rss_mb"] for x in ok]),
+                "params": ok[0]["params"] if ok else None,
+                "errors": [x["error"] for x in runs[side] if "error" in x],
+            }
+        rows.append(row)
+    result = {
+        "command": command,
+        "batch": args.batch,
+        "repeats": repeats,
+        "steps": steps,
+        "loadavg_start": load0,
+        "loadavg_end": os.getloadavg()[0],
+        "rows": rows,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    md = render(result)
+    (out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+def _f(x, fmt="{:.1f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def render(result: dict) -> str:
+    lines = [
+        "## Side by side with MMSA",
+        "",
+        f"Command: `{result['command']}`. MMSA 2.2.1 (separate venv, same torch 2.13.0 CPU), one thread each, "
+        f"batch {result['batch']}, identical random inputs, L1 loss + Adam; median of {result['repeats']} "
+        f"alternating repeats of {result['steps']} timed steps (MulT unaligned: fewer). Load average "
+        f"{result['loadavg_start']:.1f} at start, {result['loadavg_end']:.1f} at end (shared 2-core machine).",
+        "",
+        "| MMSA model | inputs (T_l/T_a/T_v) | emofusion | params MMSA / ours | train samples/s MMSA / ours (ratio) "
+        "| infer samples/s MMSA / ours (ratio) | peak RSS MB MMSA / ours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        a, b = r["mmsa"], r["emofusion"]
+        lens = "/".join(str(SETTINGS[r["setting"]][m]) for m in ("text", "audio", "visual"))
+        tr = (b["train"] / a["train"]) if a["train"] and b["train"] else None
+        inf = (b["infer"] / a["infer"]) if a["infer"] and b["infer"] else None
+        lines.append(
+            f"| {MMSA_CLASS[r['case']]} | {lens} | {r['emofusion_model'] or '—'} | {_f(a['params'], '{:,}')} / "
+            f"{_f(b['params'], '{:,}')} | {_f(a['train'])} / {_f(b['train'])} ({_f(tr, '{:.2f}x')}) | "
+            f"{_f(a['infer'])} / {_f(b['infer'])} ({_f(inf, '{:.2f}x')}) | {_f(a['peak_rss_mb'], '{:.0f}')} / "
+            f"{_f(b['peak_rss_mb'], '{:.0f}')} |"
+        )
+    lines += ["", "Notes on the pairs:", ""]
+    seen = set()
+    for r in result["rows"]:
+        if r["case"] in seen:
+            continue
+        seen.add(r["case"])
+        lines.append(f"- {MMSA_CLASS[r['case']]}: {r['note']}.")
+        for side in ("mmsa", "emofusion"):
+            for e in r[side]["errors"][:1]:
+                lines.append(f"  - {side} error: {e[:200]}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
