@@ -310,3 +310,14 @@ def test_wordslots_on_real_mmmo_gives_equal_lengths():
     b = load_dataset(f"wordslots:mfn:{DATA / 'mfn_h5' / 'mmmo'}", modalities="audio,visual", limit=20)
     for s in b.train:
         assert s.length("audio") == s.length("visual") <= 20
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_sample_with_every_modality_absent(name):
+    """YouTube-style: a segment with no rows at all gets a finite, input-independent output."""
+    model = _model(name, dims={"audio": 4, "visual": 3}).eval()
+    x = _inputs({"audio": [0, 5], "visual": [0, 5]})
+    out = model(x).prediction
+    assert torch.isfinite(out).all()
+    other = _inputs({"audio": [0, 7], "visual": [0, 2]}, seed=5)
+    assert torch.allclose(model(other).prediction[0], out[0])
