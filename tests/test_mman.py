@@ -117,6 +117,9 @@ def test_mma_works_on_two_modalities_and_rejects_unaligned_inputs():
     inputs = make_inputs([3, 2], dims)
     out = model(inputs)
     assert out.prediction.shape == (2, 3, 4) and out.extras["attention"].shape == (2, 3, 2, 2)
+    ablation = create_model("clstm_mma", dims, TASK, d_model=4, hidden_dim=4, attention=False)
+    assert ablation(inputs).prediction.shape == (2, 3, 4) and "attention" not in ablation(inputs).extras
+    assert ablation.num_parameters() < model.num_parameters()
     bad = dict(inputs)
     bad["text"] = (inputs["text"][0], torch.tensor([[True, True, False], [True, True, False]]))
     with pytest.raises(ValueError, match="one vector per utterance"):
