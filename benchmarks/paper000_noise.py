@@ -1,4 +1,4 @@
-"""Visual-noise sweep of paper 000's ablation on the models trained by the ``paper000-table3`` suite.
+"""Noise sweep (visual by default) of paper 000's ablation on the models trained by the ``paper000-table3`` suite.
 
 Table 3 uses one noise level; this script re-evaluates the suite's saved GCA and GCA + gating checkpoints
 (no retraining) at several SNRs of additive white Gaussian noise on the visual features, and with the visual
@@ -30,11 +30,11 @@ ROWS = {
 }
 
 
-def perturbations(snrs: list[float]) -> dict[str, dict | None]:
+def perturbations(snrs: list[float], modality: str = "visual") -> dict[str, dict | None]:
     out: dict[str, dict | None] = {"clean": None}
     for snr in snrs:
-        out[f"{snr:g} dB"] = {"kind": "gaussian_noise", "modality": "visual", "snr_db": float(snr)}
-    out["visual zeroed"] = {"kind": "missing_modality", "modality": "visual", "mode": "zero"}
+        out[f"{snr:g} dB"] = {"kind": "gaussian_noise", "modality": modality, "snr_db": float(snr)}
+    out[f"{modality} zeroed"] = {"kind": "missing_modality", "modality": modality, "mode": "zero"}
     return out
 
 
@@ -47,9 +47,16 @@ def main(argv=None):
     p.add_argument("--snr", type=float, nargs="+", default=[10.0, 0.0, -5.0, -10.0])
     p.add_argument("--models", nargs="+", default=["gca", "rrnn"])
     p.add_argument("--metric", default="mse_sum")
+    p.add_argument("--modality", default="visual", help="the corrupted view (paper: visual)")
+    p.add_argument(
+        "--visual-noise",
+        type=float,
+        default=None,
+        help="only runs trained with this synthetic noise.visual (default: any)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    perts = perturbations(args.snr)
+    perts = perturbations(args.snr, args.modality)
     results: dict[str, dict[str, list[float]]] = {}
     for path in sorted(Path(args.out, "cache").glob("*.json")):
         record = json.loads(path.read_text())
@@ -58,6 +65,9 @@ def main(argv=None):
             continue
         if config.get("model_options", {}).get("hops", 3) != 3 or config.get("loss") != "mse":
             continue  # only the Table 3 configuration
+        visual_noise = config.get("dataset_options", {}).get("noise", {}).get("visual", 1.0)
+        if args.visual_noise is not None and visual_noise != args.visual_noise:
+            continue
         module = load_module(record["run_dir"])
         bundle, run = bundle_for_module(module)
         row = ROWS.get(config["model"], config["model"])

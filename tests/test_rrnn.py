@@ -216,3 +216,20 @@ def test_empty_modality_gives_finite_output():
     out = build()(inputs)
     assert torch.isfinite(out.prediction).all()
     assert torch.all(out.extras["attention"]["text"][0] == 0)
+
+
+def test_paper000_suites_build():
+    from emofusion.evaluation.suite import get_suite
+
+    table3 = get_suite("paper000-table3", "quick")
+    rows = {c.row for c in table3.cells}
+    assert rows == {"text", "audio", "vision", "early fusion", "late fusion", "GCA", "GCA + gating"}
+    noisy = [c for c in table3.cells if c.column == "visual noise"]
+    assert {c.row for c in noisy} == rows - {"text", "audio"}
+    assert all(c.perturbation["modality"] == "visual" for c in noisy)
+    assert len(table3.seeds) >= 3
+    tau = get_suite("paper000-tau", "quick")
+    assert [c.config["model_options"]["hops"] for c in tau.cells] == [1, 2, 3, 4]
+    cls = get_suite("paper000-cls", "quick")
+    assert all(c.config["dataset"] == "synthetic-cls" for c in cls.cells)
+    get_suite("paper000-noise", "quick")
