@@ -17,21 +17,29 @@ TINY = {
 NOISE = {"kind": "gaussian_noise", "modality": "visual", "snr_db": -10}
 
 
-def _spec():
-    other = {**TINY, "model_options": {"hidden_dim": 4, "head_dim": 4}}
+def _spec(extra=()):
     cells = [
         Cell("small", "clean", TINY),
         Cell("small", "noisy", TINY, NOISE),
         Cell("small", "dropped", TINY, {"kind": "missing_modality", "modality": "audio"}),
-        Cell("tiny", "clean", other),
+        *extra,
     ]
     return SuiteSpec(cells, ["mae", "wa"], seeds=[0, 1], published={("small", "clean", "mae"): 0.5})
 
 
+def test_plan_groups_cells_by_training_config(tmp_path):
+    other = {**TINY, "model_options": {"hidden_dim": 4, "head_dim": 4}}
+    jobs = suite_mod.plan_jobs(_spec([Cell("tiny", "clean", other)]), [0, 1], tmp_path)
+    # 2 distinct training configs x 2 seeds; the perturbed cells ride on the clean run of their config
+    assert len(jobs) == 4 and len({j.cache_path for j in jobs}) == 4
+    small = [j for j in jobs if j.config is TINY]
+    assert all(len(j.perturbations) == 3 and None in j.perturbations.values() for j in small)
+
+
 def test_suite_shares_runs_caches_and_reports(tmp_path, monkeypatch):
     result = run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=None)
-    # 2 distinct training configs x 2 seeds; the perturbed cells reuse the clean run
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 4
+    # one training config x 2 seeds; the perturbed cells reuse the clean run
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
     clean, noisy = result.get("small", "clean"), result.get("small", "noisy")
     assert len(clean["values"]["mae"]) == 2 and clean["n"]["mae"] == 2
     assert clean["mean"]["mae"] == pytest.approx(np.mean(clean["values"]["mae"]))
@@ -43,9 +51,9 @@ def test_suite_shares_runs_caches_and_reports(tmp_path, monkeypatch):
     md = (tmp_path / "tiny" / "results.md").read_text()
     assert "± " in md and "[0.500]" in md and "n/a" in md
     rows = (tmp_path / "tiny" / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("row,column,perturbation,metric") and len(rows) == 1 + 4 * 2
+    assert rows[0].startswith("row,column,perturbation,metric") and len(rows) == 1 + 3 * 2
     payload = json.loads((tmp_path / "tiny" / "results.json").read_text())
-    assert payload["seeds"] == [0, 1] and len(payload["cells"]) == 4
+    assert payload["seeds"] == [0, 1] and len(payload["cells"]) == 3
 
     # resume: everything is cached, nothing trains again
     def boom(job):
@@ -79,3 +87,33 @@ def test_validation_and_registry():
         run_suite(SuiteSpec([Cell("a", "b", {**TINY, "seed": 1})], ["mae"]), log=None)
     with pytest.raises(ValueError, match="preset"):
         get_suite("robustness", "huge")
+
+
+def test_report_collects_suites_and_speed(tmp_path, monkeypatch):
+    from emofusion.evaluation.benchmark import build_report
+
+    def fake(job):
+        base = {"mae": 0.5 + 0.01 * job.seed, "wa": 0.6}
+        evals = {
+            k: ({**base, "mae": base["mae"] + 0.1} if spec else base) for k, spec in job.perturbations.items()
+        }
+        return {
+            "status": "ok",
+            "config": job.config,
+            "seed": job.seed,
+            "metrics": {"test": base},
+            "evaluations": evals,
+        }
+
+    monkeypatch.setattr(suite_mod, "_train_and_evaluate", fake)
+    spec = SuiteSpec(
+        [Cell("m", "clean", TINY), Cell("m", "noisy", TINY, NOISE)], ["mae", "wa"], seeds=[0, 1, 2]
+    )
+    res = run_suite(spec, out_dir=tmp_path / "out", suite_name="paper999-demo", log=None)
+    assert res.mean("m", "noisy", "mae") == pytest.approx(0.61)
+    assert res.get("m", "clean")["std"]["mae"] == pytest.approx(0.01)
+    (tmp_path / "out" / "speed").mkdir()
+    (tmp_path / "out" / "speed" / "results.md").write_text("## Speed, memory and scaling\n\n| a |\n")
+    page = build_report(tmp_path / "out", tmp_path / "docs" / "results.md").read_text()
+    assert "### paper999-demo" in page and "0.610 ± 0.010" in page and "### Speed, memory and scaling" in page
+    assert "Registered suites not run yet" in page and "`robustness`" in page
