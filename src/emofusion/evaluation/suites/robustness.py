@@ -21,7 +21,8 @@ CANDIDATES = {
     "ef_lstm": {},
     "rrnn": {},
     "rmfn": {},
-    "mult": {},
+    # quick: a smaller MulT (its default, 5 cross + 3 self layers at d=30, takes ~10 min per quick run here)
+    "mult": {"d_model": 16, "num_heads": 2, "cross_layers": 2, "self_layers": 1},
 }
 
 QUICK = [
