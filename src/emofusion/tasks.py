@@ -59,6 +59,9 @@ class TaskSpec:
             "sequence_labels": self.sequence_labels,
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,
+            # e.g. per-output ranges of multi_regression (A7 vs A5 traits); must survive checkpoints
+            "extra": {k: [list(v) if isinstance(v, tuple) else v for v in x] if isinstance(x, list) else x
+                      for k, x in self.extra.items()},
         }
 
     @classmethod
@@ -70,6 +73,7 @@ class TaskSpec:
             sequence_labels=d.get("sequence_labels", False),
             monitor=d.get("monitor", ""),
             monitor_mode=d.get("monitor_mode", "min"),
+            extra=dict(d.get("extra") or {}),
         )
 
 
