@@ -87,12 +87,18 @@ class FaultInjection(L.Callback):
 
 
 class SaveRankWeights(L.Callback):
-    """Writes each process's final weights to ``DIR/rank{r}.pt`` (checks that DDP replicas agree)."""
+    """Writes each process's final weights and the sample ids it trained on to ``DIR/rank{r}.pt``
+    (checks that DDP replicas agree and that the data was sharded)."""
 
     def __init__(self, directory: str):
         self.directory = directory
+        self.seen: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            self.seen += list(batch.ids)
 
     def on_train_end(self, trainer, pl_module):
         os.makedirs(self.directory, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-        torch.save(state, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
+        torch.save({"weights": state, "seen": self.seen}, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
