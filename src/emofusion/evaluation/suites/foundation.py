@@ -28,7 +28,9 @@ def build(preset: str) -> SuiteSpec:
     }
     cells = [Cell("mean baseline", "test", {**base, "model": "mean"})]
     for m in ("text", "audio", "visual"):
-        cells.append(Cell(f"unimodal LSTM ({m})", "test", {**base, "model": "unimodal_lstm", "modalities": [m]}))
+        cells.append(
+            Cell(f"unimodal LSTM ({m})", "test", {**base, "model": "unimodal_lstm", "modalities": [m]})
+        )
     cells.append(Cell("early fusion LSTM (T+A+V)", "test", {**base, "model": "early_fusion_lstm"}))
     return SuiteSpec(
         cells=cells,
