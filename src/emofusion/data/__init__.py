@@ -1,6 +1,7 @@
 """Data: the batch type, collation and sampling, alignment, the synthetic benchmark, file formats."""
 
-from emofusion.data import (  # noqa: F401  (register datasets and file formats)
+# imported for their side effect: each module registers its datasets or file-format prefixes
+from emofusion.data import (  # noqa: F401
     conversation,
     csd,
     folder,
@@ -8,9 +9,9 @@ from emofusion.data import (  # noqa: F401  (register datasets and file formats)
     mmsa,
     mult,
     synthetic,
-    synthetic_conv,  # noqa: F401
-    synthetic_protocols,  # noqa: F401
-    wordslots,  # noqa: F401
+    synthetic_conv,
+    synthetic_protocols,
+    wordslots,
 )
 from emofusion.data.batch import Batch, ModalityTensor, Sample
 from emofusion.data.dataset import DatasetBundle, SampleDataset

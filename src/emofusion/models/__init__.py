@@ -1,13 +1,14 @@
 """Models: every paper's model in its own module, all created by name from one registry."""
 
-from emofusion.models import (  # noqa: F401  # noqa: F401
-    baselines,  # noqa: F401  (registers its models)
+# imported for their side effect: each module registers its models
+from emofusion.models import (  # noqa: F401
+    baselines,
     delta_attention,
-    early_fusion,  # noqa: F401
+    early_fusion,
     late_fusion,
-    mman,  # noqa: F401
+    mman,
     mult,
-    rmfn,  # noqa: F401
+    rmfn,
     rrnn,
 )
 from emofusion.models.base import FusionModel, ModelOutput
