@@ -267,6 +267,7 @@ class DeltaAttention(FusionModel):
         recon_weight: float = 0.0,
         d_t: int = 32,
         fused_heads: int = 1,
+        fused_pooling: str = "modality",
         head_hidden: int = 0,
         dropout: float = 0.1,
         input_stage: str = "raw",
@@ -278,6 +279,10 @@ class DeltaAttention(FusionModel):
         if input_stage not in INPUT_STAGES:
             raise ValueError(
                 f"delta_attention: input_stage must be one of {INPUT_STAGES}, got {input_stage!r}"
+            )
+        if fused_pooling not in ("modality", "sequence"):
+            raise ValueError(
+                f"delta_attention: fused_pooling must be 'modality' or 'sequence', got {fused_pooling!r}"
             )
         if cca_pairing not in ("utterance", "frames"):
             raise ValueError(
@@ -363,7 +368,9 @@ class DeltaAttention(FusionModel):
         )
         self.skip = nn.ModuleDict({m: nn.Linear(d_o, d_t) for m in self.modalities})
         self.fused_norm = nn.LayerNorm(d_t)
-        self.head = _head(d_t, self.output_dim, head_hidden, dropout)  # eq. 17
+        self.fused_pooling = fused_pooling
+        pooled_dim = d_t * len(self.modalities) if fused_pooling == "modality" else d_t
+        self.head = _head(pooled_dim, self.output_dim, head_hidden, dropout)  # eq. 17
         self.dropout = nn.Dropout(dropout)
 
     # -- pieces (also used by staged training) --
@@ -452,7 +459,18 @@ class DeltaAttention(FusionModel):
         if self.return_attention:
             extras["fused_attention"] = w
         extras["fused_mask"] = mask
-        raw = self.head(masked_mean(z, mask))
+        if self.fused_pooling == "sequence":
+            pooled = masked_mean(z, mask)
+        else:
+            # one mean per modality's segment of the fused sequence, so audio's ~10x more frames do not
+            # outweigh the words in the summary
+            pooled, start = [], 0
+            for m in self.modalities:
+                steps = masks[m].shape[1]
+                pooled.append(masked_mean(z[:, start : start + steps], masks[m]))
+                start += steps
+            pooled = torch.cat(pooled, dim=-1)
+        raw = self.head(pooled)
         return ModelOutput(self.bound_output(raw), extras, aux)
 
 

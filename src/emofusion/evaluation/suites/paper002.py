@@ -100,7 +100,9 @@ def table2_rows(preset: str) -> dict[str, dict]:
         "modalities": mods,
         "model_options": {**s["delta"], "variant": "dcca"},
     }
-    rows["full model"] = {"model": "delta_attention", "modalities": mods, "model_options": dict(s["delta"])}
+    # explicit: runs cached before per-modality pooling existed must not be reused
+    full = {**s["delta"], "fused_pooling": "modality"}
+    rows["full model"] = {"model": "delta_attention", "modalities": mods, "model_options": full}
     rows["MulT"] = {"model": "mult", "modalities": mods, "model_options": dict(s["mult"])}
     return rows
 
