@@ -117,3 +117,20 @@ def test_report_collects_suites_and_speed(tmp_path, monkeypatch):
     page = build_report(tmp_path / "out", tmp_path / "docs" / "results.md").read_text()
     assert "### paper999-demo" in page and "0.610 ± 0.010" in page and "### Speed, memory and scaling" in page
     assert "Registered suites not run yet" in page and "`robustness`" in page
+
+
+def test_robustness_suite_plot_with_fake_runs(tmp_path, monkeypatch):
+    def fake(job):
+        evals = {
+            k: {"mae": 0.3 + (0.1 if spec else 0.0), "wa": 0.6, "pearson_r": 0.5}
+            for k, spec in job.perturbations.items()
+        }
+        return {"status": "ok", "config": job.config, "seed": job.seed, "metrics": {}, "evaluations": evals}
+
+    monkeypatch.setattr(suite_mod, "_train_and_evaluate", fake)
+    res = run_suite("robustness", preset="quick", seeds=2, out_dir=tmp_path, log=None)
+    assert (tmp_path / "robustness" / "robustness.png").stat().st_size > 1000
+    assert "![robustness](robustness.png)" in (tmp_path / "robustness" / "results.md").read_text()
+    model = res.cells[0]["row"]
+    assert res.mean(model, "clean", "mae") == pytest.approx(0.3)
+    assert res.mean(model, "noise visual 0dB", "mae") == pytest.approx(0.4)
