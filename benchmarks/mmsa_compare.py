@@ -273,6 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="", help="comma-separated model names (default: all)")
     p.add_argument("--out", default="bench_out/mmsa")
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--merge", action="store_true", help="update OUT/results.json: replace only these cases")
     p.add_argument("--worker", choices=["mmsa", "emofusion"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--setting", help=argparse.SUPPRESS)
@@ -334,6 +335,13 @@ def main(argv=None) -> int:
                 "errors": [x["error"] for x in runs[side] if "error" in x],
             }
         rows.append(row)
+    previous = out / "results.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        fresh = {(r["case"], r["setting"]): r for r in rows}
+        rows = [fresh.pop((r["case"], r["setting"]), r) for r in old["rows"]] + list(fresh.values())
+        command = old["command"] + " ; then " + command
+        load0 = old["loadavg_start"]
     result = {
         "command": command,
         "batch": args.batch,

@@ -441,6 +441,7 @@ def main(argv=None) -> int:
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scaling-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per model")
+    p.add_argument("--merge", action="store_true", help="update OUT/results.json: replace only these models")
     args = p.parse_args(argv)
     args.batches = args.batches or (3 if not args.full else 10)
     args.repeats = args.repeats or (3 if not args.full else 5)
@@ -514,6 +515,14 @@ def main(argv=None) -> int:
         )
         print(f"[speed] {name}: {msg} ({rec['wall_s']:.0f}s)", flush=True)
     results["matmul_gflops"] += matmul_gflops()
+    previous = out / "results.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        fresh = {r["model"]: r for r in results["models"]}
+        results["models"] = [fresh.pop(r["model"], r) for r in old["models"]] + list(fresh.values())
+        results["command"] = old["command"] + " ; then " + results["command"]
+        results["matmul_gflops"] = old["matmul_gflops"] + results["matmul_gflops"]
+        results["loadavg_start"] = old["loadavg_start"]
     results["padding"] = padding_report(300 if not args.full else 1200, args.batch_size)
     results["loadavg_end"] = os.getloadavg()[0]
     (out / "results.json").write_text(json.dumps(results, indent=1))
