@@ -149,3 +149,15 @@ def test_models_and_datasets_commands(capsys):
     assert "early_fusion_lstm\t" in capsys.readouterr().out
     assert main(["datasets"]) == 0
     assert "synthetic-cls" in capsys.readouterr().out
+
+
+def test_overrides_and_yaml_numbers():
+    data = apply_overrides({}, ["lr=2e-3", "model.hidden_dim=16", "data.noise.visual=2", "modalities=text,audio"])
+    cfg = RunConfig.from_dict(data)
+    assert cfg.lr == 0.002 and cfg.modalities == ["text", "audio"]
+    assert cfg.model_options == {"hidden_dim": 16} and cfg.dataset_options == {"noise": {"visual": 2}}
+    assert RunConfig(lr="1e-4").lr == 1e-4
+    with pytest.raises(ValueError, match="'batch_size' must be a number"):
+        RunConfig(batch_size="many")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        RunConfig.from_dict({"learning_rate": 1})

@@ -34,7 +34,9 @@ class TaskSpec:
             raise ValueError(f"unknown task kind {self.kind!r}; expected one of {TASK_KINDS}")
         if not self.monitor:
             default = {
-                "emotion_intensity": ("mae", "min"),
+                # MSE, not MAE: on sparse intensities (most are 0) MAE is minimised by predicting zeros, so
+                # selecting on it stops training before a model has learned anything (paper 000 trains with L2)
+                "emotion_intensity": ("mse", "min"),
                 "sentiment": ("mae", "min"),
                 "multi_regression": ("mae", "min"),
                 "classification": ("accuracy", "max"),

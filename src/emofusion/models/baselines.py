@@ -7,7 +7,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import OutputHead, SequenceEncoder, align_to_common_axis, masked_mean
+from emofusion.models.layers import OutputHead, SequenceEncoder, align_to_common_axis, masked_max, masked_mean
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -30,9 +30,20 @@ class MeanBaseline(FusionModel):
         return ModelOutput(self.bound_output(pred))
 
 
+POOLINGS = ("last", "mean", "max")
+
+
+def pool(steps, final, mask, how: str):
+    """Sequence summary: the final state, or the masked mean / max of the per-step outputs (max pooling gives
+    short, local events a direct gradient path, which the final state of a long sequence lacks)."""
+    if how == "last":
+        return final
+    return masked_mean(steps, mask) if how == "mean" else masked_max(steps, mask)
+
+
 @register_model("unimodal_lstm")
 class UnimodalLSTM(FusionModel):
-    """LSTM encoder over one modality's own sequence, final state (or masked mean) -> MLP head."""
+    """LSTM encoder over one modality's own sequence, pooled (max by default) -> MLP head."""
 
     min_modalities = 1
 
@@ -43,7 +54,7 @@ class UnimodalLSTM(FusionModel):
         hidden_dim: int = 64,
         num_layers: int = 1,
         bidirectional: bool = False,
-        pooling: str = "last",
+        pooling: str = "max",
         head_dim: int = 64,
         dropout: float = 0.1,
         modality: str | None = None,
@@ -58,8 +69,8 @@ class UnimodalLSTM(FusionModel):
                 "pass --modalities with one name or modality=NAME"
             )
         super().__init__(modality_dims, task)
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         (dim,) = modality_dims.values()
         self.pooling = pooling
         self.encoder = SequenceEncoder(dim, hidden_dim, num_layers, bidirectional, dropout)
@@ -70,7 +81,7 @@ class UnimodalLSTM(FusionModel):
         (m,) = self.modalities
         values, mask = self.check_inputs(inputs)[m]
         steps, final = self.encoder(values, mask)
-        summary = final if self.pooling == "last" else masked_mean(steps, mask)
+        summary = pool(steps, final, mask, self.pooling)
         return ModelOutput(self.bound_output(self.head(self.dropout(summary))))
 
 
@@ -95,8 +106,12 @@ class EarlyFusionLSTM(FusionModel):
         head_dim: int = 64,
         dropout: float = 0.1,
         reference: str | None = None,
+        pooling: str = "max",
     ):
         super().__init__(modality_dims, task)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         if fuse not in ("inputs", "encoders"):
             raise ValueError(f"fuse must be 'inputs' or 'encoders', got {fuse!r}")
         if reference is not None and reference not in modality_dims:
@@ -120,5 +135,6 @@ class EarlyFusionLSTM(FusionModel):
             inputs = {m: (self.view_encoders[m](v, mask)[0], mask) for m, (v, mask) in inputs.items()}
         aligned, mask = align_to_common_axis(inputs, self.modalities, self.reference)
         fused = torch.cat([aligned[m] for m in self.modalities], dim=-1)
-        _, final = self.encoder(fused, mask)
-        return ModelOutput(self.bound_output(self.head(self.dropout(final))))
+        steps, final = self.encoder(fused, mask)
+        summary = pool(steps, final, mask, self.pooling)
+        return ModelOutput(self.bound_output(self.head(self.dropout(summary))))

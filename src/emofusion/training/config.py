@@ -46,6 +46,20 @@ class RunConfig:
     progress: bool = True
     plots: bool = True
 
+    def __post_init__(self):
+        # YAML 1.1 reads 1e-3 as a string; coerce numeric fields and name the field when that fails
+        for name, kind in (("lr", float), ("weight_decay", float), ("gradient_clip", float), ("max_epochs", int),
+                           ("batch_size", int), ("patience", int), ("seed", int), ("checkpoint_every_n_steps", int),
+                           ("num_workers", int), ("num_nodes", int)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, kind(float(value)) if kind is int else kind(value))
+                except ValueError:
+                    raise ValueError(f"config field {name!r} must be a number, got {value!r}") from None
+        if isinstance(self.modalities, str):
+            self.modalities = [m.strip() for m in self.modalities.split(",") if m.strip()]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -80,7 +94,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = _parse_value(raw)
         parts = key.split(".")
         if parts[0] in ("model", "data") and len(parts) > 1:
             target = data["model_options" if parts[0] == "model" else "dataset_options"]
@@ -94,6 +108,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         else:
             raise ValueError(f"override {item!r}: nested keys must start with 'model.' or 'data.'")
     return data
+
+
+def _parse_value(raw: str):
+    if raw == "":
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)  # 1e-3 (YAML 1.1 leaves exponents without a dot as strings)
+        except ValueError:
+            return value
+    return value
 
 
 def save_yaml(data: dict, path: str | Path) -> None:

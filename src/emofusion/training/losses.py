@@ -11,7 +11,9 @@ LOSSES = ("l1", "mse", "ce", "bce")
 
 
 def default_loss(task: TaskSpec) -> str:
-    return {"classification": "ce", "multilabel_binary": "bce"}.get(task.kind, "l1")
+    """L2 for emotion intensities (paper 000; L1's median solution is all zeros on sparse labels), L1 for
+    sentiment and traits (MulT/MMSA practice), cross-entropy for classes, BCE for multi-label presence."""
+    return {"classification": "ce", "multilabel_binary": "bce", "emotion_intensity": "mse"}.get(task.kind, "l1")
 
 
 def task_loss(
