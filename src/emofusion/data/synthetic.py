@@ -88,7 +88,7 @@ class SyntheticConfig:
     speaker_offset: float = 0.6  # std of per-speaker constant offsets (audio, visual)
     min_words: int = 8
     max_words: int = 40
-    event_strength: float = 1.4
+    event_strength: float = 3.0  # cue amplitude; at 1.4 events sit near the noise floor and LSTMs learn nothing
     distractor_rate: float = 0.15  # expected spurious low-amplitude events per segment and modality
     corrupt: bool = True  # a few -inf audio values and a constant visual column, like real features
 
