@@ -44,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small data and models (default)")
     parser.add_argument("--table1", action="store_true", help="use Table 1's hyper-parameters verbatim")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="bench_out/paper002_staged")
+    parser.add_argument("--out", default="bench_out/paper002_staged_l1")
     args = parser.parse_args(argv)
     preset = "full" if args.table1 else "quick"
     s = sizes(preset)
@@ -67,6 +67,7 @@ def main(argv=None):
                     seed=seed,
                     output=run_dir,
                     threads=1,
+                    loss="l1",  # pinned: the shared default for intensities may change
                 )
             for stage, metrics in result["stages"].items():
                 rows.setdefault((stage, column), []).append([metrics["test"][m] for m in METRICS])
