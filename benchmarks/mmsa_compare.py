@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -265,12 +266,16 @@ def med(xs):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="3 steps, 3 repeats (MulT unaligned: 2 steps)")
+    p.add_argument(
+        "--from-logs", nargs="+", default=None, help="rebuild the table from the [mmsa] lines of logs"
+    )
     p.add_argument("--mmsa-python", default="/tmp/venv_mmsa/bin/python")
     p.add_argument("--emofusion-python", default=sys.executable)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--cases", default="", help="comma-separated model names (default: all)")
+    p.add_argument("--settings", default="", help="comma-separated input settings (default: all)")
     p.add_argument("--out", default="bench_out/mmsa")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--merge", action="store_true", help="update OUT/results.json: replace only these cases")
@@ -278,6 +283,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--setting", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.from_logs:
+        return from_logs(args)
     if args.worker:
         try:
             rec = worker(args.worker, args.model, args.setting, args.batch, args.steps or 3)
@@ -289,7 +296,8 @@ def main(argv=None) -> int:
     steps = args.steps or (3 if args.quick else 10)
     repeats = args.repeats or (3 if args.quick else 5)
     wanted = [c for c in args.cases.split(",") if c]
-    cases = [c for c in CASES if not wanted or c[0] in wanted]
+    settings = [x for x in args.settings.split(",") if x]
+    cases = [c for c in CASES if (not wanted or c[0] in wanted) and (not settings or c[1] in settings)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/mmsa_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -313,7 +321,7 @@ def main(argv=None) -> int:
                     + (
                         rec.get("error")
                         or f"train {rec['train']:.1f}/s infer {rec['infer']:.1f}/s "
-                        f"peak {rec['peak_rss_mb']:.0f} MB"
+                        f"peak {rec['peak_rss_mb']:.0f} MB params {rec['params']}"
                     ),
                     flush=True,
                 )
@@ -351,6 +359,67 @@ def main(argv=None) -> int:
         "loadavg_end": os.getloadavg()[0],
         "rows": rows,
     }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    md = render(result)
+    (out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+LOG_LINE = re.compile(
+    r"^\[mmsa\] (\w+) (\w+) (mmsa|emofusion) #\d+: train ([\d.]+)/s infer ([\d.]+)/s peak (-?[\d.]+) MB"
+    r"(?: params (\d+))?"
+)
+
+
+def from_logs(args) -> int:
+    """The table from the per-measurement lines printed by earlier (possibly interrupted) runs."""
+    found: dict[tuple, dict[str, list]] = {}
+    for log in args.from_logs:
+        for line in Path(log).read_text().splitlines():
+            m = LOG_LINE.match(line)
+            if m:
+                case, setting, side, train, infer, peak, params = m.groups()
+                rec = {
+                    "train": float(train),
+                    "infer": float(infer),
+                    "peak_rss_mb": float(peak),
+                    "params": int(params) if params else None,
+                }
+                found.setdefault((case, setting), {"mmsa": [], "emofusion": []})[side].append(rec)
+    rows = []
+    for case, setting in CASES:
+        runs = found.get((case, setting), {"mmsa": [], "emofusion": []})
+        row = {
+            "case": case,
+            "setting": setting,
+            "emofusion_model": EMOFUSION[case][0],
+            "note": EMOFUSION[case][2],
+        }
+        for side in ("mmsa", "emofusion"):
+            ok = runs[side]
+            row[side] = {
+                "train": med([x["train"] for x in ok]),
+                "infer": med([x["infer"] for x in ok]),
+                "peak_rss_mb": med([x["peak_rss_mb"] for x in ok]),
+                "params": next((x["params"] for x in ok if x["params"]), None),
+                "errors": [],
+                "n": len(ok),
+            }
+        rows.append(row)
+    result = {
+        "command": "python benchmarks/mmsa_compare.py --from-logs "
+        + " ".join(args.from_logs)
+        + " (tables rebuilt from the per-measurement lines of the runs logged there)",
+        "batch": args.batch,
+        "repeats": "1-3",
+        "steps": "2-3",
+        "loadavg_start": os.getloadavg()[0],
+        "loadavg_end": os.getloadavg()[0],
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     md = render(result)
     (out / "results.md").write_text(md)
