@@ -86,7 +86,11 @@ def build_report(out_dir: str | os.PathLike = DEFAULT_OUT, docs: str | os.PathLi
         meta = json.loads((suite_dir / "results.json").read_text())
         stale = "" if name in known else " (suite no longer registered)"
         md = _rewrite_images(md_file.read_text(), suite_dir, assets / name, docs_dir)
-        sections.append(_shift_headings(md) + f"\n\n_Run time: {meta.get('seconds', 0):.0f} s{stale}._\n")
+        sections.append(
+            _shift_headings(md)
+            + f"\n\n_Training time of its runs: {meta.get('train_seconds_total', meta.get('seconds', 0)):.0f} s "
+            f"(one process, shared CPU){stale}._\n"
+        )
         index.append(
             f"- [{meta.get('title') or name}](#{_anchor(meta.get('title') or name)}) "
             f"(`{name}`, preset {meta.get('preset')}, seeds {meta.get('seeds')})"

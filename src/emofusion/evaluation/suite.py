@@ -282,6 +282,8 @@ class SuiteResult:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    # training + evaluation time of all runs, cached ones included (what a fresh run would cost)
+    train_seconds_total: float = 0.0
 
     def get(self, row: str, column: str) -> dict:
         for c in self.cells:
@@ -414,6 +416,7 @@ def write_reports(result: SuiteResult) -> list[Path]:
         "seeds": result.seeds,
         "metrics": result.spec.metrics,
         "seconds": result.seconds,
+        "train_seconds_total": result.train_seconds_total,
         "cells": result.cells,
     }
     _atomic_write(d / "results.json", json.dumps(payload, indent=1, default=_json_default))
@@ -520,6 +523,9 @@ def run_suite(
     cells = aggregate(spec, records, seed_list)
     result = SuiteResult(
         name, preset, spec, seed_list, cells, root / name, seconds=time.perf_counter() - start
+    )
+    result.train_seconds_total = sum(
+        float(r.get("train_seconds", 0.0)) for r in records.values() if r.get("status") == "ok"
     )
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
