@@ -22,7 +22,7 @@ import numpy as np
 from emofusion.data.batch import Sample
 from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, check_finite, parse_modalities
-from emofusion.data.mmsa import bundle, load_pickle
+from emofusion.data.mmsa import load_pickle
 from emofusion.data.registry import register_dataset
 from emofusion.tasks import classification_task
 
@@ -186,4 +186,4 @@ def load_conversations(
         "val_fraction": val_fraction,
         "seed": seed,
     }
-    return bundle(f"conv:{file}", task, splits, {m: dims.get(m, 0) for m in wanted}, info)
+    return DatasetBundle.from_splits(f"conv:{file}", task, splits, {m: dims.get(m, 0) for m in wanted}, info)

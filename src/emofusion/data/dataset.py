@@ -84,6 +84,19 @@ class DatasetBundle:
     # free-form provenance: which alignment was used, skipped samples, hygiene report ...
     info: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_splits(cls, name: str, task: TaskSpec, splits: dict, modality_dims: dict, info: dict | None = None):
+        """A bundle from ``{"train": [...], "val": [...], "test": [...]}`` lists of samples."""
+        return cls(
+            name=name,
+            task=task,
+            train=SampleDataset(splits["train"], name=f"{name}/train"),
+            val=SampleDataset(splits["val"], name=f"{name}/val"),
+            test=SampleDataset(splits["test"], name=f"{name}/test"),
+            modality_dims=modality_dims,
+            info=info or {},
+        )
+
     @property
     def modalities(self) -> list[str]:
         return list(self.modality_dims)

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from emofusion.data.batch import Sample
-from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import (
     DataFormatError,
     as_bool,
@@ -198,12 +198,4 @@ def load_mfn(
         },
     }
     name = f"mfn:{folder}"
-    return DatasetBundle(
-        name=name,
-        task=task,
-        train=SampleDataset(splits["train"], name=f"{name}/train"),
-        val=SampleDataset(splits["val"], name=f"{name}/val"),
-        test=SampleDataset(splits["test"], name=f"{name}/test"),
-        modality_dims=dims,
-        info=info,
-    )
+    return DatasetBundle.from_splits(name, task, splits, dims, info)

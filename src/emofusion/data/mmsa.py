@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emofusion.data.batch import Sample
-from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, as_bool, check_finite, limit_count, parse_modalities
 from emofusion.data.registry import register_dataset
 from emofusion.tasks import sentiment_task
@@ -133,18 +133,6 @@ def check_unique(ids: list[str], path, split: str) -> None:
         raise DataFormatError(f"{path}: split {split!r} has duplicated id {dup!r}")
 
 
-def bundle(name, task, splits, dims, info) -> DatasetBundle:
-    return DatasetBundle(
-        name=name,
-        task=task,
-        train=SampleDataset(splits["train"], name=f"{name}/train"),
-        val=SampleDataset(splits["val"], name=f"{name}/val"),
-        test=SampleDataset(splits["test"], name=f"{name}/test"),
-        modality_dims=dims,
-        info=info,
-    )
-
-
 @register_dataset("mmsa", "MMSA aligned_50/unaligned_50 pickles (sentiment): 'mmsa:FILE.pkl'")
 def load_mmsa(
     file: str,
@@ -208,4 +196,4 @@ def load_mmsa(
         label_range = (-1.0, 1.0) if hi <= 1.0 else (-3.0, 3.0)
     task = sentiment_task(float(label_range[0]), float(label_range[1]))
     info = {"format": "mmsa", "file": str(path), "nonfinite": nonfinite}
-    return bundle(f"mmsa:{file}", task, splits, {m: dims[m] for m in wanted}, info)
+    return DatasetBundle.from_splits(f"mmsa:{file}", task, splits, {m: dims[m] for m in wanted}, info)

@@ -22,7 +22,7 @@ from emofusion.data.batch import Sample
 from emofusion.data.csd import MOSEI_LABEL_COLUMNS
 from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, as_bool, check_finite, limit_count, parse_modalities
-from emofusion.data.mmsa import as_ids, bundle, check_unique, features_of, get_split, load_pickle, trim
+from emofusion.data.mmsa import as_ids, check_unique, features_of, get_split, load_pickle, trim
 from emofusion.data.registry import register_dataset
 from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec, emotion_intensity_task, sentiment_task
 
@@ -108,4 +108,4 @@ def load_mult(
         ]
         dims.update({m: int(x.shape[2]) for m, x in feats.items()})
     info = {"format": "mult", "file": str(path), "target": target, "nonfinite": nonfinite}
-    return bundle(f"mult:{file}", task, splits, {m: dims[m] for m in wanted}, info)
+    return DatasetBundle.from_splits(f"mult:{file}", task, splits, {m: dims[m] for m in wanted}, info)

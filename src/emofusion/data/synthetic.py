@@ -30,7 +30,7 @@ from scipy.signal import lfilter
 
 from emofusion.data.alignment import average_to_reference, frame_intervals
 from emofusion.data.batch import Sample
-from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.dataset import DatasetBundle
 from emofusion.data.registry import register_dataset
 from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec, classification_task, emotion_intensity_task
 
@@ -293,15 +293,7 @@ def align_to_words(sample: Sample) -> Sample:
 
 def _bundle(name, task, splits, dims, cfg, extra=None):
     info = {"generator": "emofusion.data.synthetic", "config": asdict(cfg), **(extra or {})}
-    return DatasetBundle(
-        name=name,
-        task=task,
-        train=SampleDataset(splits["train"], name=f"{name}/train"),
-        val=SampleDataset(splits["val"], name=f"{name}/val"),
-        test=SampleDataset(splits["test"], name=f"{name}/test"),
-        modality_dims=dims,
-        info=info,
-    )
+    return DatasetBundle.from_splits(name, task, splits, dims, info)
 
 
 def intensity_plus_sentiment_task() -> TaskSpec:

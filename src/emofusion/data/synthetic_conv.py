@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from emofusion.data.batch import Sample
-from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.dataset import DatasetBundle
 from emofusion.data.registry import register_dataset
 from emofusion.tasks import classification_task
 
@@ -205,14 +205,12 @@ def load_synthetic_conv(modalities=None, **options) -> DatasetBundle:
             for s in samples:
                 s.features = {m: s.features[m] for m in modalities}
         dims = {m: dims[m] for m in modalities}
-    return DatasetBundle(
-        name="synthetic-conv",
-        task=classification_task(CONV_CLASSES, sequence_labels=True),
-        train=SampleDataset(splits["train"], name="synthetic-conv/train"),
-        val=SampleDataset(splits["val"], name="synthetic-conv/val"),
-        test=SampleDataset(splits["test"], name="synthetic-conv/test"),
-        modality_dims=dims,
-        info={
+    return DatasetBundle.from_splits(
+        "synthetic-conv",
+        classification_task(CONV_CLASSES, sequence_labels=True),
+        splits,
+        dims,
+        {
             "generator": "emofusion.data.synthetic_conv",
             "config": asdict(cfg),
             "classes": list(CONV_CLASSES),
