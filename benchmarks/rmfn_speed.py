@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -20,8 +19,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from emofusion.data import load_dataset  # noqa: E402
-from emofusion.data.collate import collate_samples  # noqa: E402
-from emofusion.models import create_model  # noqa: E402
+from speed_common import make_batches, measure  # noqa: E402
 
 
 def model_specs(hidden: int) -> dict[str, tuple[str, dict]]:
@@ -31,39 +29,6 @@ def model_specs(hidden: int) -> dict[str, tuple[str, dict]]:
     specs["RMFN (no MFP)"] = ("rmfn", {**rmfn, "mfp": False})
     specs["early_fusion_lstm"] = ("early_fusion_lstm", {"hidden_dim": 3 * hidden})
     return specs
-
-
-def make_batches(bundle, batch_size: int, n: int):
-    samples = [bundle.train[i] for i in range(min(len(bundle.train), batch_size * n))]
-    out = []
-    for i in range(0, len(samples), batch_size):
-        batch = collate_samples(samples[i : i + batch_size], list(bundle.modality_dims))
-        out.append((batch.inputs, batch.labels))
-    return out
-
-
-def measure(name: str, options: dict, bundle, data, repeats: int) -> tuple[float, float, int]:
-    torch.manual_seed(0)
-    model = create_model(name, bundle.modality_dims, bundle.task, **options)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    n_samples = sum(labels.shape[0] for _, labels in data)
-    model.train()
-    inputs, labels = data[0]  # warm-up
-    torch.nn.functional.l1_loss(model(inputs).prediction, labels).backward()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for inputs, labels in data:
-            opt.zero_grad()
-            torch.nn.functional.l1_loss(model(inputs).prediction, labels).backward()
-            opt.step()
-    train_rate = repeats * n_samples / (time.perf_counter() - start)
-    model.eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        for inputs, _ in data:
-            model(inputs)
-    infer_rate = n_samples / (time.perf_counter() - start)
-    return train_rate, infer_rate, model.num_parameters()
 
 
 def main(argv=None) -> None:
@@ -91,7 +56,9 @@ def main(argv=None) -> None:
     print("| model | params | train samples/s | inference samples/s |")
     print("|---|---:|---:|---:|")
     for label, (name, options) in model_specs(args.hidden).items():
-        train_rate, infer_rate, params = measure(name, options, bundle, data, args.repeats)
+        train_rate, infer_rate, params = measure(
+            name, options, bundle, data, args.repeats, loss=torch.nn.functional.l1_loss
+        )
         print(f"| {label} | {params:,} | {train_rate:.1f} | {infer_rate:.1f} |", flush=True)
 
 
