@@ -6,10 +6,13 @@ from emofusion.models import (  # noqa: F401
     delta_attention,
     early_fusion,
     late_fusion,
+    lmf,
+    mfn,
     mman,
     mult,
     rmfn,
     rrnn,
+    tfn,
 )
 from emofusion.models.base import FusionModel, ModelOutput
 from emofusion.models.registry import MODELS, create_model, list_models, register_model

@@ -1,0 +1,204 @@
+"""Tensor Fusion Network (Zadeh, Chen, Poria, Cambria & Morency, EMNLP 2017).
+
+Three parts, as in the paper:
+
+* modality embedding subnetworks: language is an LSTM over the words whose final state goes through a small
+  fully connected layer; acoustic and visual features are averaged over the utterance (the paper averages
+  COVAREP / FACET frames) and go through a 3-layer ReLU network;
+* the tensor fusion layer: the 3-fold Cartesian product ``z = [z_1; 1] (x) [z_2; 1] (x) [z_3; 1]`` of the
+  embeddings, each extended with a constant 1 so the unimodal and bimodal terms survive, flattened;
+* the sentiment inference subnetwork: FC layers on ``z`` (ReLU, ReLU, linear output).
+
+Any subset of >= 1 modalities works: the product runs over whatever the model was built with.
+Sizes default to MMSA 2.2.1's CMU-MOSEI configuration (the paper's own sizes are options, see docs/models/tfn.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emofusion.data.batch import ModelInputs
+from emofusion.models.base import FusionModel, ModelOutput
+from emofusion.models.early_fusion import SafeBatchNorm1d
+from emofusion.models.layers import SequenceEncoder, masked_mean
+from emofusion.models.registry import register_model
+from emofusion.tasks import TaskSpec
+
+# MMSA 2.2.1 MOSEI defaults (config_regression.json: hidden_dims [text, audio, video] = [128, 16, 128])
+DEFAULT_HIDDEN = {"text": 128, "audio": 16, "visual": 128}
+FALLBACK_HIDDEN = 32  # other modality names: the paper's 32-unit acoustic/visual subnetworks
+
+
+def _per_modality(value, modalities, name: str, default: dict | None = None, fallback=None) -> dict:
+    """An int/float for every modality, or a mapping (missing names take ``default`` / ``fallback``)."""
+    if isinstance(value, dict):
+        unknown = set(value) - set(modalities)
+        if unknown:
+            raise ValueError(f"{name}: unknown modalities {sorted(unknown)} (model has {modalities})")
+        return {m: value.get(m, (default or {}).get(m, fallback)) for m in modalities}
+    if value is None:
+        return {m: (default or {}).get(m, fallback) for m in modalities}
+    return {m: value for m in modalities}
+
+
+class SequenceSubNet(nn.Module):
+    """Language embedding subnetwork: LSTM over the real steps -> final state -> dropout -> linear.
+
+    The paper feeds the LSTM outputs to a fully connected network; with variable-length input we take the
+    state at the last real word (as the authors' PyTorch re-implementation and MMSA do), so padding never counts.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.encoder = SequenceEncoder(input_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden_dim, out_dim)
+        self.output_dim = out_dim
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        _, final = self.encoder(values, mask)
+        return self.linear(self.dropout(final))
+
+
+class AveragedSubNet(nn.Module):
+    """Acoustic / visual embedding subnetwork: masked time average -> [batch norm] -> dropout -> 3 x (FC, ReLU)."""
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int, dropout: float, batch_norm: bool = False, layers: int = 3
+    ):
+        super().__init__()
+        self.norm = SafeBatchNorm1d(input_dim) if batch_norm else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        dims = [input_dim] + [hidden_dim] * layers
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.output_dim = hidden_dim
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # an utterance with one averaged frame (MMSA's "averaged" input) is its own mean
+        x = values[:, 0] * mask[:, :1].to(values.dtype) if values.shape[1] == 1 else masked_mean(values, mask)
+        x = self.dropout(self.norm(x))
+        for linear in self.linears:
+            x = F.relu(linear(x))
+        return x
+
+
+class ModalityEmbeddings(nn.Module):
+    """One embedding subnetwork per modality (shared by ``tfn`` and ``lmf``)."""
+
+    def __init__(
+        self,
+        modality_dims: dict[str, int],
+        hidden_dims=None,
+        text_out: int = 128,
+        dropout=0.4,
+        sequence_modalities=("text",),
+        batch_norm: bool = False,
+        subnet_layers: int = 3,
+    ):
+        super().__init__()
+        modalities = list(modality_dims)
+        hidden = _per_modality(hidden_dims, modalities, "hidden_dims", DEFAULT_HIDDEN, FALLBACK_HIDDEN)
+        drop = _per_modality(dropout, modalities, "dropout", fallback=0.0)
+        if isinstance(sequence_modalities, str):  # "text" or "text,audio" from the command line
+            sequence_modalities = [x for x in sequence_modalities.split(",") if x]
+        # a sequence modality the model was not built with is simply absent (modality subsets)
+        self.sequence_modalities = [m for m in modalities if m in tuple(sequence_modalities)]
+        self.nets = nn.ModuleDict()
+        for m, d in modality_dims.items():
+            if m in self.sequence_modalities:
+                self.nets[m] = SequenceSubNet(d, int(hidden[m]), int(text_out), float(drop[m]))
+            else:
+                self.nets[m] = AveragedSubNet(
+                    d, int(hidden[m]), float(drop[m]), batch_norm, int(subnet_layers)
+                )
+        self.output_dims = {m: net.output_dim for m, net in self.nets.items()}
+
+    def forward(self, inputs) -> dict[str, torch.Tensor]:
+        return {m: net(*inputs[m]) for m, net in self.nets.items()}
+
+
+def extend_with_one(z: torch.Tensor) -> torch.Tensor:
+    """``[z; 1]``: the constant 1 keeps lower-order (unimodal, bimodal) terms in the product."""
+    return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
+
+
+def tensor_fusion(embeddings: list[torch.Tensor]) -> torch.Tensor:
+    """Flattened outer product of the 1-extended embeddings: ``[B, prod_m (d_m + 1)]``."""
+    fused = extend_with_one(embeddings[0])
+    for z in embeddings[1:]:
+        fused = (fused.unsqueeze(2) * extend_with_one(z).unsqueeze(1)).flatten(1)
+    return fused
+
+
+def contract_fused(weight: torch.Tensor, extended: list[torch.Tensor]) -> torch.Tensor:
+    """``z @ weight.T`` for ``z = (x)_m e_m`` without building ``z`` (the same FLOPs, no [B, prod d] tensor).
+
+    ``weight`` is ``[P, prod_m d_m]`` with the first modality's index slowest (``tensor_fusion``'s layout).
+    The largest contraction (the last modality) is one matmul; the rest are small batched products.
+    """
+    dims = [e.shape[1] for e in extended]
+    out = extended[-1] @ weight.reshape(-1, dims[-1]).t()  # [B, P * prod(dims[:-1])]
+    for i in range(len(dims) - 2, -1, -1):
+        out = out.reshape(out.shape[0], -1, dims[i])  # [B, P * prod(dims[:i]), d_i]
+        out = torch.bmm(out, extended[i].unsqueeze(2)).squeeze(2)
+    return out  # [B, P]
+
+
+@register_model("tfn")
+class TensorFusionNetwork(FusionModel):
+    """Tensor Fusion Network: embedding subnetworks -> 3-fold Cartesian product -> inference subnetwork.
+
+    Options: ``hidden_dims`` (int or {modality: int}; default text 128, audio 16, visual 128 = MMSA MOSEI),
+    ``text_out`` (language embedding size, 128), ``post_fusion_dim`` (16), ``post_fusion_layers`` (2 hidden FC
+    layers), ``dropout`` (subnetworks, float or per modality, 0.4), ``fusion_dropout`` (on the fused tensor,
+    0.4), ``sequence_modalities`` (modalities encoded by an LSTM, default ``("text",)``; the others are
+    time-averaged), ``batch_norm`` (batch norm on the averaged inputs, as MMSA's SubNet; off by default).
+    Extras: ``embeddings`` {modality: ``[B, d_m]``}, ``fused_dim``.
+    """
+
+    def __init__(
+        self,
+        modality_dims: dict[str, int],
+        task: TaskSpec,
+        hidden_dims=None,
+        text_out: int = 128,
+        post_fusion_dim: int = 16,
+        post_fusion_layers: int = 2,
+        dropout=0.4,
+        fusion_dropout: float = 0.4,
+        sequence_modalities=("text",),
+        batch_norm: bool = False,
+        subnet_layers: int = 3,
+    ):
+        super().__init__(modality_dims, task)
+        if int(post_fusion_layers) < 1:
+            raise ValueError(f"post_fusion_layers must be >= 1, got {post_fusion_layers}")
+        self.embed = ModalityEmbeddings(
+            modality_dims, hidden_dims, text_out, dropout, sequence_modalities, batch_norm, subnet_layers
+        )
+        self.fused_dim = math.prod(d + 1 for d in self.embed.output_dims.values())
+        self.fusion_dropout = nn.Dropout(float(fusion_dropout))
+        dims = [self.fused_dim] + [int(post_fusion_dim)] * int(post_fusion_layers)
+        self.post_fusion = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = nn.Linear(dims[-1], self.output_dim)
+
+    def forward(self, inputs: ModelInputs) -> ModelOutput:
+        inputs = self.check_inputs(inputs)
+        emb = self.embed(inputs)
+        extended = [extend_with_one(emb[m]) for m in self.modalities]
+        first = self.post_fusion[0]
+        if self.training and self.fusion_dropout.p > 0:
+            # element-wise dropout on the fused tensor needs the tensor itself
+            fused = tensor_fusion([emb[m] for m in self.modalities])
+            x = first(self.fusion_dropout(fused))
+        else:
+            x = contract_fused(first.weight, extended) + first.bias
+        x = F.relu(x)
+        for layer in self.post_fusion[1:]:
+            x = F.relu(layer(x))
+        prediction = self.bound_output(self.out(x))
+        return ModelOutput(prediction, {"embeddings": emb, "fused_dim": self.fused_dim})
