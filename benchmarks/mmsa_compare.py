@@ -85,13 +85,42 @@ EMOFUSION = {
         "different design: emofusion's paper-000 late fusion (per-view BiLSTM 2x64 + per-view heads) vs "
         "MMSA's MLPs on averaged audio/visual + text LSTM + fusion MLP",
     ),
-    "tfn": (None, None, "no TFN in emofusion"),
-    "lmf": (None, None, "no LMF in emofusion"),
+    "tfn": (
+        "tfn",
+        {
+            "hidden_dims": {"text": 128, "audio": 16, "visual": 128},
+            "text_out": 128,
+            "post_fusion_dim": 16,
+            "dropout": 0.4,
+            "fusion_dropout": 0.4,
+            "batch_norm": True,
+        },
+        "same design and size (MMSA's MOSEI config: text LSTM 128 -> 128, audio/visual MLPs 16/128, "
+        "fused 129x17x129, post-fusion 16); emofusion bounds the output by clamping, MMSA by a scaled sigmoid",
+    ),
+    "lmf": (
+        "lmf",
+        {"hidden_dims": {"text": 128, "audio": 16, "visual": 128}, "rank": 4, "dropout": 0.2, "batch_norm": True},
+        "same design and size (MMSA's MOSEI config: rank 4, text LSTM 128 -> 64, audio/visual MLPs 16/128)",
+    ),
     "mfn": (
-        "rmfn",
-        {"hidden_dim": 128},
-        "closest relative, not the same model: RMFN (paper 001, multistage fusion on LSTHMs) vs MFN "
-        "(LSTMs + delta-memory attention)",
+        "mfn",
+        {
+            "hidden_dims": {"text": 128, "audio": 32, "visual": 128},
+            "mem_dim": 128,
+            "attn_dim": 128,
+            "attn_dropout": 0.2,
+            "proposal_dim": 128,
+            "proposal_dropout": 0.5,
+            "gamma1_dim": 256,
+            "gamma1_dropout": 0.7,
+            "gamma2_dim": 256,
+            "gamma2_dropout": 0.0,
+            "out_dim": 128,
+            "out_dropout": 0.5,
+        },
+        "same design and size (MMSA's MOSEI config: LSTMs 128/32/128, memory 128, window 2); emofusion runs "
+        "each LSTM fused over the sequence and loops only over the memory",
     ),
     "mult": (
         "mult",
