@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from emofusion.training.config import RunConfig, load_yaml, save_yaml
 from emofusion.training.module import EmoFusionModule
 
 log = logging.getLogger("emofusion")
+
+# the run folder holds config.yaml and data_report.json before the CSV logger starts, and the logger appends
+# to an existing metrics.csv (resume), so its "directory not empty ... will be deleted" warning is wrong here
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning-internal
 
 
 @dataclass
@@ -189,7 +195,7 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        log_every_n_steps=5,
+        log_every_n_steps=max(1, min(5, len(train_loader))),
         default_root_dir=run_dir,
     )
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
