@@ -130,15 +130,30 @@ EMOFUSION = {
             "cross_layers": 4,
             "self_layers": 4,
             "kernel_size": {"text": 5, "audio": 1, "visual": 3},
-            "attn_dropout": 0.4,
+            # MMSA's attention dropout depends on the key/value source: attn_dropout (0.4) for text and the
+            # self-attention transformers, attn_dropout_a / attn_dropout_v (0.0) for audio / visual
+            "attn_dropout": {"text": 0.4, "audio": 0.0, "visual": 0.0, "self": 0.4},
             "relu_dropout": 0.0,
             "res_dropout": 0.0,
             "embed_dropout": 0.0,
             "out_dropout": 0.5,
         },
-        "same design and size (MMSA's MOSEI config: d=30, 6 heads, 4 cross + 4 self layers, conv 5/1/3)",
+        "same design and size (MMSA's MOSEI config: d=30, 6 heads, 4 cross + 4 self layers, conv 5/1/3, "
+        "attention dropout 0.4 where the keys are text and in the self-attention layers, 0 elsewhere)",
     ),
 }
+# variants: (base case, MMSA config changes, emofusion option changes, label)
+VARIANTS = {
+    "mult_p0": ("mult", {"attn_dropout": 0.0}, {"attn_dropout": 0.0}, "MULT, attention dropout 0 (both)"),
+}
+for _v, (_base, _mmsa, _ours, _label) in VARIANTS.items():
+    MMSA_MOSEI[_v] = {**MMSA_MOSEI[_base], **_mmsa}
+    MMSA_CLASS[_v] = _label
+    EMOFUSION[_v] = (
+        EMOFUSION[_base][0],
+        {**EMOFUSION[_base][1], **_ours},
+        f"as {MMSA_CLASS[_base]} without attention dropout on either side (emofusion's fused attention kernel)",
+    )
 SETTINGS = {
     "aligned50": {"text": 50, "audio": 50, "visual": 50},
     "averaged": {"text": 50, "audio": 1, "visual": 1},
@@ -152,6 +167,8 @@ CASES = [
     ("mfn", "aligned50"),
     ("mult", "aligned50"),
     ("mult", "unaligned_mosei"),
+    ("mult_p0", "aligned50"),
+    ("mult_p0", "unaligned_mosei"),
 ]
 
 
@@ -183,9 +200,9 @@ def build_mmsa(name: str, setting: str):
         train_mode="regression",
         num_classes=1,
     )
-    model = {"ef_lstm": EF_LSTM, "lf_dnn": LF_DNN, "tfn": TFN, "lmf": LMF, "mfn": MFN, "mult": MULT}[name](
-        args
-    )
+    model = {"ef_lstm": EF_LSTM, "lf_dnn": LF_DNN, "tfn": TFN, "lmf": LMF, "mfn": MFN, "mult": MULT}[
+        VARIANTS[name][0] if name in VARIANTS else name
+    ](args)
 
     def forward(x):
         return model(x["text"], x["audio"], x["visual"])["M"]

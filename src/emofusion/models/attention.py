@@ -54,6 +54,99 @@ def build_allowed(
     return allowed
 
 
+# score elements (of the B*H x Tq x Tk scores) per chunk of the dropout path: ~4 MB per float copy, so the
+# transient copies stay small (and cache-friendly) even at MOSEI lengths (500 x 375 keys)
+DROPOUT_CHUNK_ELEMENTS = 1 << 20
+
+
+def _scores(q, k, bias, scale):
+    """``q k^T * scale + bias`` on ``[N, T, d]`` rows (bias additive, broadcastable to ``[N, Tq, Tk]``)."""
+    if bias is None:
+        return torch.bmm(q, k.transpose(1, 2)).mul_(scale)
+    return torch.baddbmm(bias.expand(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2), alpha=scale)
+
+
+class _DropoutAttention(torch.autograd.Function):
+    """``(dropout(softmax(q k^T * scale + bias)) @ v`` with a hand-written backward that recomputes the softmax.
+
+    Saves only the inputs and the 1-byte keep mask of the dropout (not the float scores, weights and dropped
+    weights that autograd would keep: 13 bytes per score instead of 1). The keep mask is drawn as
+    ``rand >= p`` (a Bernoulli(1 - p) keep, the same distribution as ``F.dropout``; ``rand`` is ~3x faster
+    than the ``bernoulli_`` behind ``F.dropout`` on CPU, and it fills in memory order, so chunks of the
+    leading dimension draw exactly what one unchunked call would).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, p: float, scale: float):
+        weights = torch.softmax(_scores(q, k, bias, scale), dim=-1)
+        keep = torch.rand_like(weights) >= p
+        weights.mul_(keep).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(q, k, v, bias, keep)
+        ctx.p, ctx.scale = p, scale
+        return torch.bmm(weights, v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, bias, keep = ctx.saved_tensors
+        c = 1.0 / (1.0 - ctx.p)
+        probs = torch.softmax(_scores(q, k, bias, ctx.scale), dim=-1)
+        grad_v = grad_probs = None
+        if ctx.needs_input_grad[2]:
+            grad_v = torch.bmm((probs * keep).mul_(c).transpose(1, 2), grad)
+        # d loss / d probs = (grad v^T) * keep / (1 - p); softmax backward: probs * (g - sum(g * probs))
+        grad_probs = torch.bmm(grad, v.transpose(1, 2)).mul_(keep).mul_(c)
+        dot = (grad_probs * probs).sum(-1, keepdim=True)
+        grad_scores = probs.mul_(grad_probs.sub_(dot))
+        grad_q = torch.bmm(grad_scores, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
+        grad_k = (
+            torch.bmm(grad_scores.transpose(1, 2), q).mul_(ctx.scale) if ctx.needs_input_grad[1] else None
+        )
+        grad_bias = None
+        if bias is not None and ctx.needs_input_grad[3]:
+            grad_bias = grad_scores.sum_to_size(bias.shape)
+        return grad_q, grad_k, grad_v, grad_bias, None, None
+
+
+def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: int = DROPOUT_CHUNK_ELEMENTS):
+    """Attention with dropout on the weights (training), in chunks of the (batch x head) rows.
+
+    The fused CPU kernels of ``scaled_dot_product_attention`` do not support dropout, and its math fallback keeps
+    several float ``B x H x Tq x Tk`` tensors alive for the backward pass (GBs at MOSEI lengths). Here each
+    chunk runs :class:`_DropoutAttention`, which keeps only a 1-byte dropout mask per score. ``q, k, v``:
+    ``[B, H, T, d]``; ``mask``: bool (True = allowed) or additive float, broadcastable to ``[B, H, Tq, Tk]``,
+    or None. The chunking does not change the result: dropout masks are drawn in memory order.
+    """
+    b, h, tq, d = q.shape
+    tk, dv = k.shape[2], v.shape[3]
+    if dropout_p >= 1.0:  # every weight dropped, as F.dropout(p=1)
+        return v.new_zeros(b, h, tq, dv) + 0.0 * (q.sum() + k.sum() + v.sum())
+    n = b * h
+    qf, kf, vf = q.reshape(n, tq, d), k.reshape(n, tk, d), v.reshape(n, tk, dv)
+    bias = None
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        while mask.dim() < 4:
+            mask = mask.unsqueeze(0)
+        bias = mask.expand(b, h, mask.shape[2], mask.shape[3])
+        bias = bias.reshape(n, bias.shape[2], bias.shape[3])
+    scale = 1.0 / math.sqrt(d)
+    rows = max(1, int(chunk_elements) // max(tq * tk, 1))
+    outs = [
+        _DropoutAttention.apply(
+            qf[i : i + rows],
+            kf[i : i + rows],
+            vf[i : i + rows],
+            None if bias is None else bias[i : i + rows],
+            float(dropout_p),
+            scale,
+        )
+        for i in range(0, n, rows)
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    return out.view(b, h, tq, dv)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate query / key / value input sizes and head sizes.
 
@@ -93,6 +186,31 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(num_heads * value_head_dim, out_dim or query_dim, bias=bias)
         self.dropout = dropout
 
+    def _sdpa_mask(self, key_mask, structural_mask, bias, b: int, tq: int, tk: int, q: torch.Tensor):
+        """(mask for SDPA, rows to zero afterwards or None).
+
+        A key padding mask alone stays a broadcast ``[B, 1, 1, Tk]`` mask (None when no key is padding), never an
+        expanded ``[B, 1, Tq, Tk]`` one. Rows without any allowed key attend everywhere (finite) and are zeroed.
+        """
+        if bias is None and structural_mask is None:
+            if key_mask is None:
+                return None, None
+            key_mask = key_mask.bool()
+            nonempty = key_mask.any(-1)  # [B]
+            if bool(nonempty.all()):
+                return (None if bool(key_mask.all()) else key_mask[:, None, None, :]), None
+            empty = ~nonempty
+            safe = key_mask | empty[:, None]
+            return safe[:, None, None, :], empty[:, None, None, None]
+        allowed = build_allowed(key_mask, structural_mask, b, tq, tk, q.device)
+        empty = ~allowed.any(-1, keepdim=True)
+        safe = allowed | empty
+        if bias is not None:
+            mask = bias.masked_fill(~safe, float("-inf")).to(q.dtype).expand(b, self.num_heads, tq, tk)
+        else:
+            mask = safe
+        return mask, (empty if bool(empty.any()) else None)
+
     def _split(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, head_dim).transpose(1, 2)
@@ -112,13 +230,10 @@ class MultiHeadAttention(nn.Module):
         q = self._split(self.q_proj(query), self.head_dim)
         k = self._split(self.k_proj(key), self.head_dim)
         v = self._split(self.v_proj(value), self.value_head_dim)
-        allowed = build_allowed(key_mask, structural_mask, b, tq, tk, query.device)
-        # rows without any allowed key: let them attend everywhere (finite), then zero their output
-        empty = ~allowed.any(-1, keepdim=True)
-        safe = allowed | empty
         dropout_p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
+            allowed = build_allowed(key_mask, structural_mask, b, tq, tk, query.device)
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
             if bias is not None:
                 scores = scores + bias
@@ -126,13 +241,14 @@ class MultiHeadAttention(nn.Module):
             attn = F.dropout(weights, dropout_p, self.training)
             out = attn @ v
         else:
-            if bias is not None:
-                mask = bias.masked_fill(~safe, float("-inf")).to(q.dtype)
-                mask = mask.expand(b, self.num_heads, tq, tk)
+            mask, empty = self._sdpa_mask(key_mask, structural_mask, bias, b, tq, tk, q)
+            if dropout_p > 0.0:
+                out = chunked_dropout_attention(q, k, v, mask, dropout_p)
             else:
-                mask = safe
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-            out = out.masked_fill(empty, 0.0)
+                # fused (flash) CPU kernel: takes a bool mask, not dropout
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if empty is not None:
+                out = out.masked_fill(empty, 0.0)
         out = out.transpose(1, 2).reshape(b, tq, self.num_heads * self.value_head_dim)
         return self.out_proj(out), weights
 

@@ -61,7 +61,7 @@ class MulT(FusionModel):
         cross_layers: int = 5,
         self_layers: int = 3,
         kernel_size: int | dict = 1,
-        attn_dropout: float = 0.1,
+        attn_dropout: float | dict = 0.1,
         relu_dropout: float = 0.1,
         res_dropout: float = 0.1,
         embed_dropout: float = 0.25,
@@ -82,8 +82,8 @@ class MulT(FusionModel):
             {m: TemporalConv(d, d_model, int(kernels[m])) for m, d in modality_dims.items()}
         )
         self.embed_dropout = nn.Dropout(embed_dropout)
+        attn_p = self._attention_dropouts(attn_dropout)
         layer_kw = dict(
-            attn_dropout=attn_dropout,
             relu_dropout=relu_dropout,
             res_dropout=res_dropout,
             literal_residual=literal_residual,
@@ -93,7 +93,7 @@ class MulT(FusionModel):
         self.cross = nn.ModuleDict(
             {
                 direction_name(s, t): TransformerEncoder(
-                    d_model, num_heads, cross_layers, kv_dim=d_model, **layer_kw
+                    d_model, num_heads, cross_layers, kv_dim=d_model, attn_dropout=attn_p[s], **layer_kw
                 )
                 for s, t in self.directions
             }
@@ -101,7 +101,9 @@ class MulT(FusionModel):
         n_src = len(self.modalities) - 1
         self.memory = nn.ModuleDict(
             {
-                m: TransformerEncoder(n_src * d_model, num_heads, self_layers, **layer_kw)
+                m: TransformerEncoder(
+                    n_src * d_model, num_heads, self_layers, attn_dropout=attn_p["self"], **layer_kw
+                )
                 for m in self.modalities
             }
         )
@@ -110,6 +112,22 @@ class MulT(FusionModel):
         self.proj2 = nn.Linear(combined, combined)
         self.out_dropout = nn.Dropout(out_dropout)
         self.out_layer = nn.Linear(combined, self.output_dim)
+
+    def _attention_dropouts(self, attn_dropout) -> dict[str, float]:
+        """Attention dropout per key/value source modality (cross-modal transformers) and ``"self"`` (the
+        self-attention transformers). A dict gives them separately, as MulT's reference code (and MMSA) does
+        with ``attn_dropout`` / ``attn_dropout_a`` / ``attn_dropout_v``; a number applies to all."""
+        if not isinstance(attn_dropout, dict):
+            return {k: float(attn_dropout) for k in [*self.modalities, "self"]}
+        needed = [*self.modalities, "self"]
+        missing = [k for k in needed if k not in attn_dropout]
+        extra = [k for k in attn_dropout if k not in needed]
+        if missing or extra:
+            raise ValueError(
+                f"mult: attn_dropout dict needs exactly the keys {needed} (source modalities and 'self'); "
+                f"missing {missing}, unknown {extra}"
+            )
+        return {k: float(v) for k, v in attn_dropout.items()}
 
     def embed(self, values: torch.Tensor, mask: torch.Tensor, modality: str) -> torch.Tensor:
         """``Z^[0] = scale * Conv1D(X) + PE`` (eq. 4-5), zero at padded steps."""
