@@ -140,15 +140,16 @@ class MemoryFusionNetwork(FusionModel):
         hs, fs, igs = [], [], []
         for m in self.modalities:
             # zero the padding: it then stays finite, and the causal LSTM never lets it reach a real step
-            h, f, ig = self._run_lstm(m, aligned[m] * maskf)
+            h, f, ig = self._run_lstm(m, torch.where(mask.unsqueeze(-1), aligned[m], 0.0))
             hs.append(h)
             fs.append(f)
             igs.append(ig)
         f, ig = torch.cat(fs, -1), torch.cat(igs, -1)  # [B, T, sum H]
         cells = []
         c = f.new_zeros(batch, f.shape[-1])
-        for t in range(steps):
-            c = torch.addcmul(ig[:, t], f[:, t], c)
+        # unbind once: indexing [:, t] in the loop would make backward fill a full-size zero tensor per step
+        for f_t, ig_t in zip(f.unbind(1), ig.unbind(1)):
+            c = torch.addcmul(ig_t, f_t, c)
             cells.append(c)
         c_seq = torch.stack(cells, 1)  # padded steps hold garbage that nothing reads
         c_prev = F.pad(c_seq[:, :-1], (0, 0, 1, 0))
@@ -187,23 +188,23 @@ class MemoryFusionNetwork(FusionModel):
         pre = F.linear(chat, w_c, b_c)  # [B, T, h1 + h2]
         h1 = g1.fc1.out_features
         u = chat.new_zeros(batch, self.mem_dim)
+        masks = mask.unsqueeze(-1).unbind(1)
         if not self.gates_see_memory:
             gamma1 = torch.sigmoid(g1.fc2(g1.dropout(F.relu(pre[..., :h1]))))
             gamma2 = torch.sigmoid(g2.fc2(g2.dropout(F.relu(pre[..., h1:]))))
             mems = []
-            for t in range(steps):
-                new = torch.addcmul(gamma1[:, t] * u, gamma2[:, t], proposal[:, t])
-                u = torch.where(mask[:, t : t + 1], new, u)
+            for g1_t, g2_t, p_t, m_t in zip(gamma1.unbind(1), gamma2.unbind(1), proposal.unbind(1), masks):
+                u = torch.where(m_t, torch.addcmul(g1_t * u, g2_t, p_t), u)
                 mems.append(u)
             return torch.stack(mems, 1), gamma1, gamma2
         w_u = torch.cat([g1.fc1.weight[:, window:], g2.fc1.weight[:, window:]], 0).t()  # [mem, h1 + h2]
         mems, gam1, gam2 = [], [], []
-        for t in range(steps):
-            r = F.relu(torch.addmm(pre[:, t], u, w_u))
+        for pre_t, p_t, m_t in zip(pre.unbind(1), proposal.unbind(1), masks):
+            r = F.relu(torch.addmm(pre_t, u, w_u))
             a1 = torch.sigmoid(g1.fc2(_drop(g1.dropout, r[:, :h1])))
             a2 = torch.sigmoid(g2.fc2(_drop(g2.dropout, r[:, h1:])))
-            new = torch.addcmul(a1 * u, a2, proposal[:, t])
-            u = torch.where(mask[:, t : t + 1], new, u)  # hold the memory after the last real step
+            # hold the memory after the last real step
+            u = torch.where(m_t, torch.addcmul(a1 * u, a2, p_t), u)
             mems.append(u)
             gam1.append(a1)
             gam2.append(a2)

@@ -1,0 +1,340 @@
+"""TFN, LMF and MFN (the MMSA-compared fusion baselines): shapes, padding, subsets, the fusion algebra."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model
+from emofusion.models.tfn import contract_fused, dropout_mask, extend_with_one, tensor_fusion
+from emofusion.tasks import classification_task, emotion_intensity_task, sentiment_task
+
+DIMS = {"text": 6, "audio": 5, "visual": 4}
+SMALL = {
+    "tfn": dict(
+        hidden_dims={"text": 4, "audio": 3, "visual": 5},
+        text_out=4,
+        post_fusion_dim=7,
+        dropout=0.0,
+        fusion_dropout=0.0,
+    ),
+    "lmf": dict(hidden_dims={"text": 4, "audio": 3, "visual": 5}, text_out=4, rank=3, dropout=0.0),
+    "mfn": dict(
+        hidden_dims={"text": 4, "audio": 3, "visual": 5},
+        mem_dim=6,
+        attn_dim=5,
+        proposal_dim=5,
+        gamma1_dim=7,
+        gamma2_dim=7,
+        out_dim=8,
+        attn_dropout=0.0,
+        proposal_dropout=0.0,
+        gamma1_dropout=0.0,
+        gamma2_dropout=0.0,
+        out_dropout=0.0,
+    ),
+}
+NAMES = list(SMALL)
+
+
+def make(name, dims=DIMS, task=None, **options):
+    torch.manual_seed(0)
+    model = create_model(name, dims, task or sentiment_task(), **{**SMALL[name], **options})
+    return model.eval()
+
+
+def unaligned(lengths: dict[str, list[int]], dims=DIMS, seed=1, pad_value=0.0):
+    """Each modality its own padded length; padded steps filled with ``pad_value``."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in lengths.items():
+        steps = max(lens) + 2  # extra padding even on the longest row
+        mask = torch.arange(steps).unsqueeze(0) < torch.tensor(lens).unsqueeze(1)
+        values = torch.randn(len(lens), steps, dims[m], generator=g)
+        values = torch.where(mask.unsqueeze(-1), values, torch.full_like(values, pad_value))
+        out[m] = ModalityTensor(values, mask)
+    return out
+
+
+def aligned(lengths: list[int], dims=DIMS, seed=1):
+    return unaligned({m: lengths for m in dims}, dims, seed)
+
+
+def select(inputs, i):
+    """Sample i alone, cropped to its own lengths."""
+    out = {}
+    for m, (v, mask) in inputs.items():
+        n = int(mask[i].sum())
+        out[m] = ModalityTensor(v[i : i + 1, :n], mask[i : i + 1, :n])
+    return out
+
+
+LENGTHS = {"text": [5, 3, 1, 4], "audio": [20, 9, 4, 13], "visual": [8, 6, 2, 1]}
+
+
+# ----------------------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "task, out_dim",
+    [(sentiment_task(), 1), (emotion_intensity_task(), 6), (classification_task(["a", "b", "c", "d"]), 4)],
+)
+def test_output_shapes_for_regression_and_classification(name, task, out_dim):
+    model = make(name, task=task)
+    out = model(unaligned(LENGTHS))
+    assert out.prediction.shape == (4, out_dim)
+    assert torch.isfinite(out.prediction).all()
+    if task.is_regression:
+        low, high = task.label_range
+        assert (out.prediction >= low).all() and (out.prediction <= high).all()
+
+
+# ----------------------------------------------------------------------------------------- padding
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padded_values_change_nothing(name):
+    model = make(name)
+    a = model(unaligned(LENGTHS, pad_value=0.0)).prediction
+    b = model(unaligned(LENGTHS, pad_value=1e4)).prediction
+    c = model(unaligned(LENGTHS, pad_value=float("nan"))).prediction
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(a, c, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["unaligned", "aligned"])
+def test_batch_equals_samples_one_by_one(name, kind):
+    model = make(name)
+    inputs = unaligned(LENGTHS) if kind == "unaligned" else aligned([5, 3, 1, 4])
+    together = model(inputs).prediction
+    alone = torch.cat([model(select(inputs, i)).prediction for i in range(4)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- subsets
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_modality_subset(name):
+    for k in (1, 2, 3):
+        for subset in itertools.combinations(DIMS, k):
+            dims = {m: DIMS[m] for m in subset}
+            model = make(name, dims=dims)
+            inputs = unaligned({m: LENGTHS[m] for m in subset}, dims)
+            pred = model(inputs).prediction
+            assert pred.shape == (4, 1) and torch.isfinite(pred).all(), subset
+            alone = torch.cat([model(select(inputs, i)).prediction for i in range(4)])
+            assert torch.allclose(pred, alone, atol=1e-5), subset
+
+
+def test_missing_input_is_a_clear_error():
+    model = make("tfn")
+    inputs = unaligned(LENGTHS)
+    del inputs["audio"]
+    with pytest.raises(KeyError, match="audio"):
+        model(inputs)
+
+
+# ----------------------------------------------------------------------------------------- TFN
+
+
+@pytest.mark.parametrize("subset", [("text",), ("audio", "visual"), ("text", "audio", "visual")])
+def test_tfn_fused_dim_is_product_of_extended_dims(subset):
+    dims = {m: DIMS[m] for m in subset}
+    model = make("tfn", dims=dims)
+    emb = model.embed.output_dims
+    expected = math.prod(emb[m] + 1 for m in subset)
+    assert model.fused_dim == expected
+    assert model.post_fusion[0].in_features == expected
+    assert model(unaligned({m: LENGTHS[m] for m in subset}, dims)).extras["fused_dim"] == expected
+
+
+def test_tensor_fusion_is_the_outer_product_with_ones():
+    g = torch.Generator().manual_seed(0)
+    a, v, t = torch.randn(2, 3, generator=g), torch.randn(2, 4, generator=g), torch.randn(2, 2, generator=g)
+    fused = tensor_fusion([a, v, t])
+    expected = torch.einsum("bi,bj,bk->bijk", extend_with_one(a), extend_with_one(v), extend_with_one(t))
+    assert fused.shape == (2, 4 * 5 * 3)
+    assert torch.allclose(fused, expected.flatten(1))
+    # the constant 1 keeps the unimodal and bimodal terms: the last entry is 1, and a's own values survive
+    assert torch.allclose(fused[:, -1], torch.ones(2))
+    assert torch.allclose(expected[:, :3, -1, -1], a)
+    # the contraction used at inference equals the linear layer on the materialised tensor
+    w = torch.randn(7, fused.shape[1], generator=g)
+    ext = [extend_with_one(x) for x in (a, v, t)]
+    assert torch.allclose(contract_fused(w, ext), fused @ w.t(), atol=1e-5)
+
+
+def test_tfn_train_and_eval_paths_agree_without_dropout():
+    model = make("tfn")
+    inputs = aligned([5, 3, 1, 4])
+    model.train()
+    model.fusion_dropout.p = 1e-9  # takes the materialised path with a mask that keeps everything
+    train_path = model(inputs).prediction
+    model.eval()
+    assert torch.allclose(train_path, model(inputs).prediction, atol=1e-5)
+
+
+def test_tfn_fused_dropout_keep_rate():
+    torch.manual_seed(0)
+    mask, keep = dropout_mask((64, 10_000), 0.4)
+    assert abs(keep - 0.6) < 1e-4
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert abs(mask.mean().item() - keep) < 0.005
+    # rows differ (not one mask repeated)
+    assert not torch.equal(mask[0], mask[1])
+
+
+# ----------------------------------------------------------------------------------------- LMF
+
+
+def _fusion_params(model):
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed."))
+
+
+def test_lmf_parameters_are_linear_in_the_dims_not_their_product():
+    small = make("lmf", hidden_dims={"text": 4, "audio": 3, "visual": 5}, text_out=4)
+    big = make("lmf", hidden_dims={"text": 4, "audio": 30, "visual": 50}, text_out=40)
+    for model in (small, big):
+        dims = model.embed.output_dims
+        r, out = model.rank, model.output_dim
+        assert _fusion_params(model) == r * out * sum(d + 1 for d in dims.values()) + r + out
+    # TFN's fusion layer grows with the product; LMF's with the sum
+    assert _fusion_params(big) < 20 * _fusion_params(small)
+    product_ratio = (41 * 31 * 51) / (5 * 4 * 6)
+    assert product_ratio > 500
+
+
+def test_lmf_equals_the_full_low_rank_tensor_applied_to_the_tensor_fusion():
+    model = make("lmf", task=emotion_intensity_task())
+    inputs = unaligned(LENGTHS)
+    out = model(inputs)
+    emb = out.extras["embeddings"]
+    z = tensor_fusion([emb[m] for m in model.modalities])  # [B, prod(d+1)], first modality slowest
+    # W = sum_i lambda_i (x)_m w_m^(i): [prod(d+1), d_h]
+    f = [model.factors[m] for m in model.modalities]  # [r, d+1, d_h]
+    full = torch.einsum("r,rao,rbo,rco->abco", model.fusion_weights[0], *f).reshape(-1, model.output_dim)
+    h = z @ full + model.fusion_bias
+    assert torch.allclose(out.prediction, model.bound_output(h), atol=1e-5)
+    assert out.extras["rank_terms"].shape == (4, model.rank, 6)
+
+
+def test_lmf_rank_must_be_positive():
+    with pytest.raises(ValueError, match="rank"):
+        make("lmf", rank=0)
+
+
+# ----------------------------------------------------------------------------------------- MFN
+
+
+def reference_mfn(model, inputs):
+    """MFN written step by step (LSTM cells, DMAN, gated memory), for full-length aligned inputs."""
+    xs = {m: inputs[m][0] for m in model.modalities}
+    batch, steps, _ = next(iter(xs.values())).shape
+    h = {m: torch.zeros(batch, model.hidden[m]) for m in model.modalities}
+    c = {m: torch.zeros(batch, model.hidden[m]) for m in model.modalities}
+    u = torch.zeros(batch, model.mem_dim)
+    for t in range(steps):
+        prev = torch.cat([c[m] for m in model.modalities], -1)
+        for m in model.modalities:
+            lstm = model.lstms[m]
+            gates = F.linear(xs[m][:, t], lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
+                h[m], lstm.weight_hh_l0, lstm.bias_hh_l0
+            )
+            i, f, g, o = gates.chunk(4, -1)
+            c[m] = torch.sigmoid(f) * c[m] + torch.sigmoid(i) * torch.tanh(g)
+            h[m] = torch.sigmoid(o) * torch.tanh(c[m])
+        cstar = torch.cat([prev, torch.cat([c[m] for m in model.modalities], -1)], -1)
+        chat = torch.softmax(model.attention(cstar), -1) * cstar
+        proposal = torch.tanh(model.proposal(chat))
+        both = torch.cat([chat, u], -1)
+        u = torch.sigmoid(model.gamma1(both)) * u + torch.sigmoid(model.gamma2(both)) * proposal
+    rep = torch.cat([h[m] for m in model.modalities] + [u], -1)
+    return model.bound_output(model.head(rep))
+
+
+def test_mfn_equals_the_step_by_step_reference():
+    model = make("mfn", task=emotion_intensity_task())
+    inputs = {m: ModalityTensor(v[:, :6], mask[:, :6]) for m, (v, mask) in aligned([6, 6, 6]).items()}
+    out = model(inputs)
+    assert out.extras["alignment"] == "given"
+    assert torch.allclose(out.prediction, reference_mfn(model, inputs), atol=1e-5)
+
+
+def test_mfn_gradients_match_the_reference():
+    model = make("mfn")
+    model.train()  # dropout is 0 in SMALL: train mode only changes the bound_output clamp to straight-through
+    inputs = {m: ModalityTensor(v[:, :5], mask[:, :5]) for m, (v, mask) in aligned([5, 5]).items()}
+    model(inputs).prediction.sum().backward()
+    fast = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reference_mfn(model, inputs).sum().backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(fast[n], p.grad, atol=1e-5), n
+
+
+def test_mfn_memory_and_gate_ranges():
+    model = make("mfn")
+    inputs = unaligned(LENGTHS)
+    out = model(inputs)
+    mask = out.extras["time_mask"]
+    for key in ("gamma1", "gamma2"):
+        gam = out.extras[key]
+        assert (gam[mask] > 0).all() and (gam[mask] < 1).all(), key
+        assert (gam[~mask] == 0).all(), key
+    att = out.extras["attention"]
+    sums = att.sum(-1)
+    assert torch.allclose(sums[mask], torch.ones_like(sums[mask]), atol=1e-5)
+    assert (att[mask] > 0).all()
+    # u_t = g1 u_{t-1} + g2 tanh(.) with gates in (0, 1): |u_t| < |u_{t-1}| + 1, and u_0 is within (-1, 1)
+    mem = out.extras["memory"]
+    bound = torch.arange(1, mem.shape[1] + 1, dtype=mem.dtype).view(1, -1, 1)
+    assert (mem.abs() < bound).all()
+    assert out.extras["alignment"] == "resampled:text"
+    assert mask.shape == inputs["text"].mask.shape
+
+
+def test_mfn_holds_memory_after_the_last_real_step():
+    model = make("mfn")
+    short = aligned([3])
+    padded = unaligned({m: [3] for m in DIMS}, pad_value=5.0)  # same 3 steps, 2 padded steps after
+    assert torch.allclose(model(short).prediction, model(padded).prediction, atol=1e-6)
+
+
+def test_mfn_gate_reading_option_and_reference():
+    a = make("mfn")
+    b = make("mfn", gates_see_memory=False)
+    assert b.gamma1.fc1.in_features == a.gamma1.fc1.in_features - a.mem_dim
+    inputs = unaligned(LENGTHS)
+    pb = b(inputs).prediction
+    assert torch.allclose(pb, torch.cat([b(select(inputs, i)).prediction for i in range(4)]), atol=1e-5)
+    with pytest.raises(ValueError, match="reference"):
+        make("mfn", reference="smell")
+    assert make("mfn", dims={"audio": 5, "visual": 4}).reference == "audio"
+
+
+# ----------------------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_overfit_loss_goes_down(name):
+    model = make(name, task=emotion_intensity_task())
+    model.train()
+    inputs = unaligned(LENGTHS)
+    target = torch.rand(4, 6, generator=torch.Generator().manual_seed(3)) * 3
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.mse_loss(model(inputs).prediction, target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
