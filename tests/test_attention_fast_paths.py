@@ -27,14 +27,15 @@ def _grads(out, tensors, seed=1):
 
 
 def _reference(q, k, v, bias, p, seed):
-    """Autograd attention with the keep mask drawn as the fast path draws it (``rand >= p`` in memory order)."""
+    """Autograd attention with the keep mask drawn as the fast path draws it (31-bit integers in memory order)."""
     b, h, tq, d = q.shape
     scores = q @ k.transpose(-1, -2) / math.sqrt(d)
     if bias is not None:
         scores = scores + bias
     weights = torch.softmax(scores, -1)
     torch.manual_seed(seed)
-    keep = torch.rand(b * h, tq, k.shape[2]).view(b, h, tq, k.shape[2]) >= p
+    draws = torch.empty(b * h, tq, k.shape[2], dtype=torch.int32).random_()
+    keep = (draws >= round(p * 2**31)).view(b, h, tq, k.shape[2])
     return (weights * keep / (1 - p)) @ v
 
 
