@@ -338,3 +338,19 @@ def test_tiny_overfit_loss_goes_down(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+def test_mfn_gated_memory_backward_passes_gradcheck():
+    from emofusion.models.mfn import GatedMemory
+
+    g = torch.Generator().manual_seed(0)
+    b, t, h1, h2, mem = 2, 4, 3, 2, 3
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    keep1 = (torch.rand(b, t, h1, generator=g) < 0.7).double() / 0.7  # dropout on the first gate only
+    args = (rand(b, t, h1 + h2), torch.tanh(rand(b, t, mem)).detach().requires_grad_(), mask)
+    args += (rand(h1 + h2, mem), rand(mem, h1), rand(mem), rand(mem, h2), rand(mem), keep1, None)
+    assert torch.autograd.gradcheck(lambda *a: GatedMemory.apply(*a), args, eps=1e-6, atol=1e-5)
