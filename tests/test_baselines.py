@@ -98,6 +98,42 @@ def test_encoder_handles_empty_sequences():
     assert final.shape == (2, 10)
 
 
+@pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 1), (True, 2)])
+def test_encoder_matches_packed_lstm(bidirectional, layers):
+    """The fused unpacked path equals pack_padded_sequence over the same nn.LSTM, in values and gradients."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    enc = SequenceEncoder(3, 4, num_layers=layers, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([7, 3, 5, 0, 7])
+    values = torch.randn(5, 7, 3, requires_grad=True)
+    mask = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+    out, final = enc(values, mask)
+    packed = pack_padded_sequence(values, lengths.clamp_min(1), batch_first=True, enforce_sorted=False)
+    ref_out, (h_n, _) = enc.lstm(packed)
+    ref_out, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=7)
+    ref_out = ref_out * mask.unsqueeze(-1)
+    ref_final = (torch.cat([h_n[-2], h_n[-1]], -1) if bidirectional else h_n[-1]) * (lengths > 0).unsqueeze(-1)
+    torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(final, ref_final, atol=1e-6, rtol=1e-5)
+    grads = torch.autograd.grad((out.sum() + final.sum()), [values, *enc.lstm.parameters()])
+    ref_grads = torch.autograd.grad((ref_out.sum() + ref_final.sum()), [values, *enc.lstm.parameters()])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+    # no padding at all: the direct nn.LSTM call, still equal to the packed result
+    full = torch.ones(5, 7, dtype=torch.bool)
+    out_full, final_full = enc(values, full)
+    ref_full, (h_full, _) = enc.lstm(values)
+    torch.testing.assert_close(out_full, ref_full)
+    assert final_full.shape == (5, enc.output_dim)
+
+
+def test_encoder_state_dict_keys_are_nn_lstm_keys():
+    enc = SequenceEncoder(3, 4, num_layers=2, bidirectional=True)
+    assert sorted(enc.state_dict()) == sorted(f"lstm.{k}" for k in enc.lstm.state_dict())
+    assert sum(p.numel() for p in enc.parameters()) == sum(p.numel() for p in enc.lstm.parameters())
+
+
 def test_resample_to_lengths_nearest():
     v = torch.arange(4.0).view(1, 4, 1)
     out, mask = resample_to_lengths(v, torch.ones(1, 4, dtype=torch.bool), torch.tensor([8]), 8)

