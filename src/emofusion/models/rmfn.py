@@ -268,7 +268,9 @@ class RMFN(FusionModel):
         values = {
             m: values[m] * masks[i].unsqueeze(-1).to(values[m].dtype) for i, m in enumerate(self.modalities)
         }
-        pre_x = self.lsthm.project_inputs(values)  # [T, M, B, 4H]
+        # unbind once: indexing pre_x[t] inside the loop would make every step's backward allocate (and fill)
+        # a zero gradient of the whole [T, M, B, 4H] tensor -- half of the training time at T=50
+        pre_x = self.lsthm.project_inputs(values).unbind(0)  # T x [M, B, 4H]
         h = any_values.new_zeros(n, batch, self.hidden_dim)
         c = torch.zeros_like(h)
         z = any_values.new_zeros(batch, self.z_dim) if self.mfp else None
