@@ -117,6 +117,12 @@ def test_report_collects_suites_and_speed(tmp_path, monkeypatch):
     page = build_report(tmp_path / "out", tmp_path / "docs" / "results.md").read_text()
     assert "### paper999-demo" in page and "0.610 ± 0.010" in page and "### Speed, memory and scaling" in page
     assert "Registered suites not run yet" in page and "`robustness`" in page
+    # a full-preset run is written beside the quick one and both are reported, labelled
+    full = run_suite(spec, preset="full", out_dir=tmp_path / "out", suite_name="paper999-demo", log=None)
+    assert full.out_dir == tmp_path / "out" / "paper999-demo.full"
+    assert (tmp_path / "out" / "paper999-demo" / "results.json").exists()
+    page = build_report(tmp_path / "out", tmp_path / "docs" / "results.md").read_text()
+    assert "### paper999-demo (full preset)" in page and "### paper999-demo\n" in page
 
 
 def test_robustness_suite_plot_with_fake_runs(tmp_path, monkeypatch):

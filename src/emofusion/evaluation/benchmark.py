@@ -84,15 +84,18 @@ def build_report(out_dir: str | os.PathLike = DEFAULT_OUT, docs: str | os.PathLi
         if not md_file.exists():
             continue
         meta = json.loads((suite_dir / "results.json").read_text())
-        stale = "" if name in known else " (suite no longer registered)"
+        stale = "" if name.split(".")[0] in known else " (suite no longer registered)"
         md = _rewrite_images(md_file.read_text(), suite_dir, assets / name, docs_dir)
         sections.append(
             _shift_headings(md)
             + f"\n\n_Training time of its runs: {meta.get('train_seconds_total', meta.get('seconds', 0)):.0f} s "
             f"(one process, shared CPU){stale}._\n"
         )
+        title = meta.get("title") or name
+        if meta.get("preset") not in (None, "quick"):
+            title += f" ({meta['preset']} preset)"
         index.append(
-            f"- [{meta.get('title') or name}](#{_anchor(meta.get('title') or name)}) "
+            f"- [{title}](#{_anchor(title)}) "
             f"(`{name}`, preset {meta.get('preset')}, seeds {meta.get('seeds')})"
         )
     for sub, title in (("speed", "Speed, memory and scaling"), ("mmsa", "Side by side with MMSA")):

@@ -356,7 +356,10 @@ def markdown(result: SuiteResult) -> str:
     spec = result.spec
     rows = _ordered(c["row"] for c in result.cells)
     cols = _ordered(c["column"] for c in result.cells)
-    lines = [f"## {spec.title or result.name}", ""]
+    title = spec.title or result.name
+    if result.preset != "quick":
+        title += f" ({result.preset} preset)"
+    lines = [f"## {title}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [
@@ -522,7 +525,7 @@ def run_suite(
 
     cells = aggregate(spec, records, seed_list)
     result = SuiteResult(
-        name, preset, spec, seed_list, cells, root / name, seconds=time.perf_counter() - start
+        name, preset, spec, seed_list, cells, root / suite_dir_name(name, preset), seconds=time.perf_counter() - start
     )
     result.train_seconds_total = sum(
         float(r.get("train_seconds", 0.0)) for r in records.values() if r.get("status") == "ok"
@@ -530,6 +533,11 @@ def run_suite(
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
     return result
+
+
+def suite_dir_name(name: str, preset: str) -> str:
+    """``OUT/<suite>`` for the quick preset, ``OUT/<suite>.<preset>`` otherwise, so both can be reported."""
+    return name if preset == "quick" else f"{name}.{preset}"
 
 
 def _worker_init() -> None:
