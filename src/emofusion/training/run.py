@@ -31,6 +31,9 @@ log = logging.getLogger("emofusion")
 # to an existing metrics.csv (resume), so its "directory not empty ... will be deleted" warning is wrong here
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning-internal
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()  # an advertisement printed by every Trainer
+)
 
 
 @dataclass
