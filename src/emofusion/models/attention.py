@@ -66,6 +66,12 @@ def _scores(q, k, bias, scale):
     return torch.baddbmm(bias.expand(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2), alpha=scale)
 
 
+def _bmm_thin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a thin result (``b``'s last dim is a head size): computed as ``(b^T a^T)^T``, which the CPU
+    BLAS runs 2-7x faster than ``bmm(a, b)`` when that last dim is ~5-10 (measured on 50-500 steps)."""
+    return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
+
+
 def _keep_mask(shape, p: float, device) -> torch.Tensor:
     """uint8 0/1, 1 with probability ``1 - p``: uniform integers in ``[0, 2^31)`` compared to ``p * 2^31``."""
     draws = torch.empty(shape, dtype=torch.int32, device=device).random_()
@@ -90,23 +96,24 @@ class _DropoutAttention(torch.autograd.Function):
         weights.mul_(keep).mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(q, k, v, bias, keep)
         ctx.p, ctx.scale = p, scale
-        return torch.bmm(weights, v)
+        return _bmm_thin(weights, v)
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, bias, keep = ctx.saved_tensors
         c = 1.0 / (1.0 - ctx.p)
         probs = torch.softmax(_scores(q, k, bias, ctx.scale), dim=-1)
-        grad_v = grad_probs = None
+        keep = keep.to(probs.dtype).mul_(c)  # one conversion, used twice
+        grad_v = None
         if ctx.needs_input_grad[2]:
-            grad_v = torch.bmm((probs * keep).mul_(c).transpose(1, 2), grad)
+            grad_v = _bmm_thin((probs * keep).transpose(1, 2), grad)
         # d loss / d probs = (grad v^T) * keep / (1 - p); softmax backward: probs * (g - sum(g * probs))
-        grad_probs = torch.bmm(grad, v.transpose(1, 2)).mul_(keep).mul_(c)
+        grad_probs = torch.bmm(grad, v.transpose(1, 2)).mul_(keep)
         dot = (grad_probs * probs).sum(-1, keepdim=True)
         grad_scores = probs.mul_(grad_probs.sub_(dot))
-        grad_q = torch.bmm(grad_scores, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
+        grad_q = _bmm_thin(grad_scores, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
         grad_k = (
-            torch.bmm(grad_scores.transpose(1, 2), q).mul_(ctx.scale) if ctx.needs_input_grad[1] else None
+            _bmm_thin(grad_scores.transpose(1, 2), q).mul_(ctx.scale) if ctx.needs_input_grad[1] else None
         )
         grad_bias = None
         if bias is not None and ctx.needs_input_grad[3]:
@@ -151,7 +158,7 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
         for i in range(0, n, rows)
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
-    return out.view(b, h, tq, dv)
+    return out.reshape(b, h, tq, dv)
 
 
 class MultiHeadAttention(nn.Module):
