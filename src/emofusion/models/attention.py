@@ -146,17 +146,11 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
         bias = bias.reshape(n, bias.shape[2], bias.shape[3])
     scale = 1.0 / math.sqrt(d)
     rows = max(1, int(chunk_elements) // max(tq * tk, 1))
-    outs = [
-        _DropoutAttention.apply(
-            qf[i : i + rows],
-            kf[i : i + rows],
-            vf[i : i + rows],
-            None if bias is None else bias[i : i + rows],
-            float(dropout_p),
-            scale,
-        )
-        for i in range(0, n, rows)
-    ]
+    # split (not slice in a loop): a slice's backward fills a zero gradient of the whole tensor per chunk
+    chunks = zip(
+        qf.split(rows), kf.split(rows), vf.split(rows), [None] * n if bias is None else bias.split(rows)
+    )
+    outs = [_DropoutAttention.apply(qc, kc, vc, bc, float(dropout_p), scale) for qc, kc, vc, bc in chunks]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
     return out.reshape(b, h, tq, dv)
 
