@@ -134,6 +134,16 @@ def test_every_modality_subset(name):
             assert torch.allclose(pred, alone, atol=1e-5), subset
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_modalities_and_empty_reference(name):
+    model = make(name)
+    inputs = unaligned({"text": [0, 3], "audio": [4, 5], "visual": [2, 0]})
+    together = model(inputs).prediction
+    assert torch.isfinite(together).all()
+    alone = torch.cat([model(select(inputs, i)).prediction for i in range(2)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
 def test_missing_input_is_a_clear_error():
     model = make("tfn")
     inputs = unaligned(LENGTHS)

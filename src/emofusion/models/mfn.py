@@ -38,6 +38,13 @@ DEFAULT_HIDDEN = {"text": 128, "audio": 32, "visual": 128}
 FALLBACK_HIDDEN = 64
 
 
+def _at_least_one_step(values: torch.Tensor, mask: torch.Tensor):
+    """A modality with no step in the whole batch gets one masked zero step (an empty sequence either way)."""
+    if values.shape[1] > 0:
+        return values, mask
+    return values.new_zeros(values.shape[0], 1, values.shape[2]), mask.new_zeros(mask.shape[0], 1)
+
+
 class TwoLayer(nn.Module):
     """``D(x) = W2 dropout(relu(W1 x))`` (output activation applied by the caller)."""
 
@@ -121,7 +128,7 @@ class MemoryFusionNetwork(FusionModel):
         return h, torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g)
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
-        inputs = self.check_inputs(inputs)
+        inputs = {m: _at_least_one_step(*t) for m, t in self.check_inputs(inputs).items()}
         lengths = {m: inputs[m][1].sum(1) for m in self.modalities}
         same = all(torch.equal(lengths[m], lengths[self.reference]) for m in self.modalities) and all(
             inputs[m][0].shape[1] == inputs[self.reference][0].shape[1] for m in self.modalities
