@@ -275,7 +275,21 @@ def test_mfn_equals_the_step_by_step_reference():
     inputs = {m: ModalityTensor(v[:, :6], mask[:, :6]) for m, (v, mask) in aligned([6, 6, 6]).items()}
     out = model(inputs)
     assert out.extras["alignment"] == "given"
-    assert torch.allclose(out.prediction, reference_mfn(model, inputs), atol=1e-5)
+    expected = reference_mfn(model, inputs)
+    assert torch.allclose(out.prediction, expected, atol=1e-5)
+    with torch.no_grad():  # the inference path steps the LSTMs itself (grouped); same function
+        assert torch.allclose(model(inputs).prediction, expected, atol=1e-5)
+
+
+def test_mfn_inference_path_equals_training_path_on_padded_unaligned_input():
+    model = make("mfn", hidden_dims={"text": 4, "audio": 2, "visual": 5})
+    inputs = unaligned(LENGTHS, pad_value=float("nan"))
+    with_grad = model(inputs)
+    with torch.no_grad():
+        without = model(inputs)
+    assert torch.allclose(with_grad.prediction, without.prediction, atol=1e-5)
+    for key in ("memory", "attention", "gamma1"):
+        assert torch.allclose(with_grad.extras[key], without.extras[key], atol=1e-5), key
 
 
 def test_mfn_gradients_match_the_reference():

@@ -127,6 +127,62 @@ class MemoryFusionNetwork(FusionModel):
         i, f, g = gates.chunk(3, dim=-1)
         return h, torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g)
 
+    def _lstms_with_cells(self, xs):
+        """Training path: fused ``nn.LSTM`` per modality, cell states rebuilt from its outputs."""
+        # zeroed padding stays finite, and the causal LSTM never lets it reach a real step
+        hs, fs, igs = [], [], []
+        for m, x in zip(self.modalities, xs):
+            h, f, ig = self._run_lstm(m, x)
+            hs.append(h)
+            fs.append(f)
+            igs.append(ig)
+        f, ig = torch.cat(fs, -1), torch.cat(igs, -1)  # [B, T, sum H]
+        cells = []
+        c = f.new_zeros(f.shape[0], f.shape[-1])
+        # unbind once: indexing [:, t] in the loop would make backward fill a full-size zero tensor per step
+        for f_t, ig_t in zip(f.unbind(1), ig.unbind(1)):
+            c = torch.addcmul(ig_t, f_t, c)
+            cells.append(c)
+        return hs, torch.stack(cells, 1)  # padded steps hold garbage that nothing reads
+
+    def _lstms_grouped(self, xs):
+        """Inference path (no autograd): all modalities' LSTMs stepped together, keeping every cell state.
+
+        The input projections run for all steps at once; each step is one batched matmul over the modalities
+        (hidden sizes padded to the largest; padded units get zero weights and bias, so their gates give
+        c = 0.5 * 0 + 0.5 * tanh(0) = 0 and h = 0 forever) and a few pointwise ops. This avoids rebuilding the
+        cell states that ``nn.LSTM`` does not return (a quarter more FLOPs than the LSTMs themselves).
+        """
+        batch, steps = xs[0].shape[:2]
+        sizes = [self.hidden[m] for m in self.modalities]
+        hmax, groups = max(sizes), len(sizes)
+        w_hh = xs[0].new_zeros(groups, hmax, 4 * hmax)
+        proj = xs[0].new_zeros(groups, steps, batch, 4 * hmax)
+        for k, (m, x, h) in enumerate(zip(self.modalities, xs, sizes)):
+            lstm = self.lstms[m]
+            gx = torch.addmm(
+                lstm.bias_ih_l0 + lstm.bias_hh_l0, x.transpose(0, 1).flatten(0, 1), lstm.weight_ih_l0.t()
+            )
+            gx = gx.view(steps, batch, 4, h)
+            proj[k].view(steps, batch, 4, hmax)[..., :h] = gx
+            w_hh[k, :h].view(h, 4, hmax)[..., :h] = lstm.weight_hh_l0.t().reshape(h, 4, h)
+        h_t = xs[0].new_zeros(groups, batch, hmax)
+        c_t = xs[0].new_zeros(groups, batch, hmax)
+        hs, cs = [], []
+        for p_t in proj.unbind(1):
+            gates = torch.baddbmm(p_t, h_t, w_hh)
+            ifo = torch.sigmoid(gates)
+            i, f, _, o = ifo.chunk(4, dim=-1)
+            g = torch.tanh(gates[..., 2 * hmax : 3 * hmax])
+            c_t = torch.addcmul(f * c_t, i, g)
+            h_t = o * torch.tanh(c_t)
+            hs.append(h_t)
+            cs.append(c_t)
+        h_all, c_all = torch.stack(hs, 2), torch.stack(cs, 2)  # [groups, B, T, hmax]
+        return [h_all[k, ..., :h] for k, h in enumerate(sizes)], torch.cat(
+            [c_all[k, ..., :h] for k, h in enumerate(sizes)], dim=-1
+        )
+
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         inputs = {m: _at_least_one_step(*t) for m, t in self.check_inputs(inputs).items()}
         lengths = {m: inputs[m][1].sum(1) for m in self.modalities}
@@ -142,21 +198,11 @@ class MemoryFusionNetwork(FusionModel):
         maskf = mask.unsqueeze(-1).to(aligned[self.reference].dtype)
         batch, steps = mask.shape
 
-        hs, fs, igs = [], [], []
-        for m in self.modalities:
-            # zero the padding: it then stays finite, and the causal LSTM never lets it reach a real step
-            h, f, ig = self._run_lstm(m, torch.where(mask.unsqueeze(-1), aligned[m], 0.0))
-            hs.append(h)
-            fs.append(f)
-            igs.append(ig)
-        f, ig = torch.cat(fs, -1), torch.cat(igs, -1)  # [B, T, sum H]
-        cells = []
-        c = f.new_zeros(batch, f.shape[-1])
-        # unbind once: indexing [:, t] in the loop would make backward fill a full-size zero tensor per step
-        for f_t, ig_t in zip(f.unbind(1), ig.unbind(1)):
-            c = torch.addcmul(ig_t, f_t, c)
-            cells.append(c)
-        c_seq = torch.stack(cells, 1)  # padded steps hold garbage that nothing reads
+        zeroed = [torch.where(mask.unsqueeze(-1), aligned[m], 0.0) for m in self.modalities]
+        if torch.is_grad_enabled():
+            hs, c_seq = self._lstms_with_cells(zeroed)
+        else:
+            hs, c_seq = self._lstms_grouped(zeroed)
         c_prev = F.pad(c_seq[:, :-1], (0, 0, 1, 0))
 
         # DMAN and the memory proposal, every step at once
