@@ -281,19 +281,31 @@ def test_mfn_equals_the_step_by_step_reference():
         assert torch.allclose(model(inputs).prediction, expected, atol=1e-5)
 
 
-def test_mfn_inference_path_equals_training_path_on_padded_unaligned_input():
-    model = make("mfn", hidden_dims={"text": 4, "audio": 2, "visual": 5})
+def test_mfn_grouped_lstms_equal_nn_lstm_with_rebuilt_cells_on_padded_unaligned_input():
+    sizes = {"text": 4, "audio": 2, "visual": 5}
+    grouped = make("mfn", hidden_dims=sizes)
+    rebuilt = make("mfn", hidden_dims=sizes, grouped_lstms=False)
     inputs = unaligned(LENGTHS, pad_value=float("nan"))
-    with_grad = model(inputs)
-    with torch.no_grad():
-        without = model(inputs)
-    assert torch.allclose(with_grad.prediction, without.prediction, atol=1e-5)
+    a, b = grouped(inputs), rebuilt(inputs)
+    assert torch.allclose(a.prediction, b.prediction, atol=1e-5)
     for key in ("memory", "attention", "gamma1"):
-        assert torch.allclose(with_grad.extras[key], without.extras[key], atol=1e-5), key
+        assert torch.allclose(a.extras[key], b.extras[key], atol=1e-5), key
+    with torch.no_grad():
+        assert torch.allclose(grouped(inputs).prediction, a.prediction, atol=1e-6)
 
 
-def test_mfn_gradients_match_the_reference():
-    model = make("mfn")
+def test_mfn_grouped_lstm_backward_passes_gradcheck():
+    from emofusion.models.mfn import GroupedLSTM
+
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(2, 4, 3, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w_hh = (0.5 * torch.randn(2, 2, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(GroupedLSTM.apply, (proj, w_hh), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_mfn_gradients_match_the_reference(grouped):
+    model = make("mfn", grouped_lstms=grouped)
     model.train()  # dropout is 0 in SMALL: train mode only changes the bound_output clamp to straight-through
     inputs = {m: ModalityTensor(v[:, :5], mask[:, :5]) for m, (v, mask) in aligned([5, 5]).items()}
     model(inputs).prediction.sum().backward()

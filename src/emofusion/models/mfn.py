@@ -90,6 +90,7 @@ class MemoryFusionNetwork(FusionModel):
         out_dropout: float = 0.5,
         gates_see_memory: bool = True,
         reference: str | None = None,
+        grouped_lstms: bool = True,
     ):
         super().__init__(modality_dims, task)
         if reference is not None and reference not in modality_dims:
@@ -103,6 +104,8 @@ class MemoryFusionNetwork(FusionModel):
         total = sum(self.hidden.values())
         self.mem_dim = int(mem_dim)
         self.gates_see_memory = bool(gates_see_memory)
+        # true: GroupedLSTM (own recurrence, every cell state kept); false: nn.LSTM + cell states rebuilt
+        self.grouped_lstms = bool(grouped_lstms)
         window = 2 * total  # [c_{t-1}; c_t]
         gate_in = window + (self.mem_dim if self.gates_see_memory else 0)
         self.attention = TwoLayer(window, int(attn_dim), window, float(attn_dropout))
@@ -145,40 +148,31 @@ class MemoryFusionNetwork(FusionModel):
             cells.append(c)
         return hs, torch.stack(cells, 1)  # padded steps hold garbage that nothing reads
 
-    def _lstms_grouped(self, xs):
-        """Inference path (no autograd): all modalities' LSTMs stepped together, keeping every cell state.
+    def _grouped_weights(self, xs):
+        """Input projections for all steps ``[G, T, B, 4 Hmax]`` and recurrent weights ``[G, Hmax, 4 Hmax]``.
 
-        The input projections run for all steps at once; each step is one batched matmul over the modalities
-        (hidden sizes padded to the largest; padded units get zero weights and bias, so their gates give
-        c = 0.5 * 0 + 0.5 * tanh(0) = 0 and h = 0 forever) and a few pointwise ops. This avoids rebuilding the
-        cell states that ``nn.LSTM`` does not return (a quarter more FLOPs than the LSTMs themselves).
+        Hidden sizes are padded to the largest (gate layout i, f, g, o, each Hmax wide); padded units get zero
+        weights and bias, so their gates give c = 0.5 * 0 + 0.5 * tanh(0) = 0 and h = 0 at every step.
+        Built with differentiable ops (pad, stack), so gradients reach the ``nn.LSTM`` parameters.
         """
-        batch, steps = xs[0].shape[:2]
         sizes = [self.hidden[m] for m in self.modalities]
-        hmax, groups = max(sizes), len(sizes)
-        w_hh = xs[0].new_zeros(groups, hmax, 4 * hmax)
-        proj = xs[0].new_zeros(groups, steps, batch, 4 * hmax)
-        for k, (m, x, h) in enumerate(zip(self.modalities, xs, sizes)):
+        hmax = max(sizes)
+        projs, whhs = [], []
+        for m, x, h in zip(self.modalities, xs, sizes):
             lstm = self.lstms[m]
-            gx = torch.addmm(
-                lstm.bias_ih_l0 + lstm.bias_hh_l0, x.transpose(0, 1).flatten(0, 1), lstm.weight_ih_l0.t()
-            )
-            gx = gx.view(steps, batch, 4, h)
-            proj[k].view(steps, batch, 4, hmax)[..., :h] = gx
-            w_hh[k, :h].view(h, 4, hmax)[..., :h] = lstm.weight_hh_l0.t().reshape(h, 4, h)
-        h_t = xs[0].new_zeros(groups, batch, hmax)
-        c_t = xs[0].new_zeros(groups, batch, hmax)
-        hs, cs = [], []
-        for p_t in proj.unbind(1):
-            gates = torch.baddbmm(p_t, h_t, w_hh)
-            ifo = torch.sigmoid(gates)
-            i, f, _, o = ifo.chunk(4, dim=-1)
-            g = torch.tanh(gates[..., 2 * hmax : 3 * hmax])
-            c_t = torch.addcmul(f * c_t, i, g)
-            h_t = o * torch.tanh(c_t)
-            hs.append(h_t)
-            cs.append(c_t)
-        h_all, c_all = torch.stack(hs, 2), torch.stack(cs, 2)  # [groups, B, T, hmax]
+            gx = F.linear(
+                x.transpose(0, 1), lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+            )  # [T, B, 4h]
+            projs.append(F.pad(gx.unflatten(-1, (4, h)), (0, hmax - h)).flatten(-2))
+            w = lstm.weight_hh_l0.t().unflatten(-1, (4, h))  # [h_in, 4, h_out]
+            whhs.append(F.pad(w, (0, hmax - h, 0, 0, 0, hmax - h)).flatten(-2))
+        return torch.stack(projs), torch.stack(whhs), sizes
+
+    def _lstms_grouped(self, xs):
+        """All modalities' LSTMs stepped together (one batched matmul a step), keeping every cell state."""
+        proj, w_hh, sizes = self._grouped_weights(xs)
+        h_all, c_all = GroupedLSTM.apply(proj, w_hh)  # [T, G, B, Hmax]
+        h_all, c_all = h_all.permute(1, 2, 0, 3), c_all.permute(1, 2, 0, 3)  # [G, B, T, Hmax]
         return [h_all[k, ..., :h] for k, h in enumerate(sizes)], torch.cat(
             [c_all[k, ..., :h] for k, h in enumerate(sizes)], dim=-1
         )
@@ -199,10 +193,10 @@ class MemoryFusionNetwork(FusionModel):
         batch, steps = mask.shape
 
         zeroed = [torch.where(mask.unsqueeze(-1), aligned[m], 0.0) for m in self.modalities]
-        if torch.is_grad_enabled():
-            hs, c_seq = self._lstms_with_cells(zeroed)
-        else:
+        if self.grouped_lstms:
             hs, c_seq = self._lstms_grouped(zeroed)
+        else:
+            hs, c_seq = self._lstms_with_cells(zeroed)
         c_prev = F.pad(c_seq[:, :-1], (0, 0, 1, 0))
 
         # DMAN and the memory proposal, every step at once
@@ -327,8 +321,9 @@ class GatedMemory(torch.autograd.Function):
         s2 = gamma2 * (1 - gamma2)
         maskf = mask.unsqueeze(-1).to(prev.dtype)
         du = prev.new_zeros(batch, mem)
-        dz1s, dz2s, dpres = [None] * steps, [None] * steps, [None] * steps
-        dps = [None] * steps
+        dz1, dz2 = torch.empty_like(gamma1), torch.empty_like(gamma2)
+        dpre, dps = r.new_empty(r.shape), torch.empty_like(proposal)
+        dpre1, dpre2 = dpre[..., :h1], dpre[..., h1:]
         for t in range(steps - 1, -1, -1):
             if d_memory is not None:
                 du = du + d_memory[:, t]
@@ -340,18 +335,84 @@ class GatedMemory(torch.autograd.Function):
                 da1 = da1 + d_gamma1[:, t]
             if d_gamma2 is not None:
                 da2 = da2 + d_gamma2[:, t]
-            dps[t] = du_new * gamma2[:, t]
-            dz1 = da1 * s1[:, t]
-            dz2 = da2 * s2[:, t]
-            dpre = torch.cat([(dz1 @ w21) * gate1[:, t], (dz2 @ w22) * gate2[:, t]], dim=1)
+            torch.mul(du_new, gamma2[:, t], out=dps[:, t])
+            dz1_t = torch.mul(da1, s1[:, t], out=dz1[:, t])
+            dz2_t = torch.mul(da2, s2[:, t], out=dz2[:, t])
+            torch.mul(dz1_t @ w21, gate1[:, t], out=dpre1[:, t])
+            torch.mul(dz2_t @ w22, gate2[:, t], out=dpre2[:, t])
             # through the hold (1 - m), the retain gate, and the gates' first layer
-            du = torch.addmm(du - du_new + du_new * gamma1[:, t], dpre, w_u)
-            dz1s[t], dz2s[t], dpres[t] = dz1, dz2, dpre
-        dz1, dz2, dpre = torch.stack(dz1s, 1), torch.stack(dz2s, 1), torch.stack(dpres, 1)
+            du = torch.addmm(du - du_new + du_new * gamma1[:, t], dpre[:, t], w_u)
         rd1 = r1 if keep1 is None else r1 * keep1
         rd2 = r2 if keep2 is None else r2 * keep2
         flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
         d_w_u = flat(dpre).t() @ flat(prev)
         d_w21, d_b21 = flat(dz1).t() @ flat(rd1), dz1.sum((0, 1))
         d_w22, d_b22 = flat(dz2).t() @ flat(rd2), dz2.sum((0, 1))
-        return dpre, torch.stack(dps, 1), None, d_w_u, d_w21, d_b21, d_w22, d_b22, None, None
+        return dpre, dps, None, d_w_u, d_w21, d_b21, d_w22, d_b22, None, None
+
+
+class GroupedLSTM(torch.autograd.Function):
+    """G independent LSTMs of equal (padded) size stepped together, returning every h_t and c_t.
+
+    ``proj`` ``[G, T, B, 4H]``: input projections plus biases for all steps; ``w_hh`` ``[G, H, 4H]``: recurrent
+    weights (gate order i, f, g, o). Forward: ``gates = proj_t + h_{t-1} W``, ``c_t = f c_{t-1} + i g``,
+    ``h_t = o tanh(c_t)``, one batched matmul a step. Backward through time by hand: the loop carries dL/dh and
+    dL/dc only; the recurrent-weight gradient is one batched matmul over all steps. Outputs ``[T, G, B, H]``.
+    """
+
+    @staticmethod
+    def forward(ctx, proj, w_hh):
+        groups, steps, batch, four_h = proj.shape
+        hidden = four_h // 4
+        # every per-step result is written into its slot of a preallocated [T, ...] buffer (no list + stack)
+        h_all = proj.new_empty(steps, groups, batch, hidden)
+        c_all, g_all, tc_all = torch.empty_like(h_all), torch.empty_like(h_all), torch.empty_like(h_all)
+        sig_all = proj.new_empty(steps, groups, batch, four_h)
+        h = proj.new_zeros(groups, batch, hidden)
+        c = proj.new_zeros(groups, batch, hidden)
+        for t, p_t in enumerate(proj.unbind(1)):
+            gates = torch.baddbmm(p_t, h, w_hh)
+            sig = torch.sigmoid(gates, out=sig_all[t])
+            i, f, _, o = sig.chunk(4, dim=-1)
+            g = torch.tanh(gates[..., 2 * hidden : 3 * hidden], out=g_all[t])
+            c = torch.addcmul(f * c, i, g, out=c_all[t])
+            tc = torch.tanh(c, out=tc_all[t])
+            h = torch.mul(o, tc, out=h_all[t])
+        ctx.save_for_backward(w_hh, h_all, c_all, sig_all, g_all, tc_all)
+        ctx.set_materialize_grads(False)
+        return h_all, c_all
+
+    @staticmethod
+    def backward(ctx, d_h_all, d_c_all):
+        w_hh, h_all, c_all, sig, g_all, tc_all = ctx.saved_tensors
+        steps, groups, batch, hidden = h_all.shape
+        w_t = w_hh.transpose(1, 2)
+        i_all, f_all, _, o_all = sig.chunk(4, dim=-1)
+        # the parts of the local derivatives that do not depend on the carried gradient, all steps at once
+        di_local = i_all * (1 - i_all) * g_all  # dL/d(i preact) per unit of dL/dc
+        dg_local = i_all * (1 - g_all * g_all)
+        c_prev = torch.cat([c_all.new_zeros(1, groups, batch, hidden), c_all[:-1]])
+        df_local = f_all * (1 - f_all) * c_prev
+        do_local = o_all * (1 - o_all) * tc_all
+        dtanh = o_all * (1 - tc_all * tc_all)
+        dh = h_all.new_zeros(groups, batch, hidden)
+        dc = h_all.new_zeros(groups, batch, hidden)
+        dgates = sig.new_empty(sig.shape)  # [T, G, B, 4H], filled step by step
+        di_all, df_all, dg_all, do_all = dgates.chunk(4, dim=-1)
+        for t in range(steps - 1, -1, -1):
+            if d_h_all is not None:
+                dh = dh + d_h_all[t]
+            dc = torch.addcmul(dc, dh, dtanh[t])
+            if d_c_all is not None:
+                dc = dc + d_c_all[t]
+            torch.mul(dc, di_local[t], out=di_all[t])
+            torch.mul(dc, df_local[t], out=df_all[t])
+            torch.mul(dc, dg_local[t], out=dg_all[t])
+            torch.mul(dh, do_local[t], out=do_all[t])
+            dh = torch.bmm(dgates[t], w_t)
+            dc = dc * f_all[t]
+        h_prev = torch.cat([h_all.new_zeros(1, groups, batch, hidden), h_all[:-1]])
+        d_w = torch.bmm(
+            h_prev.transpose(0, 1).flatten(1, 2).transpose(1, 2), dgates.transpose(0, 1).flatten(1, 2)
+        )
+        return dgates.transpose(0, 1), d_w
