@@ -12,10 +12,11 @@ Every ``D`` is a 2-layer network (ReLU hidden layer with dropout). MFN needs one
 every modality is resampled (nearest neighbour, ``resample_to_lengths``) onto the steps of a reference
 modality (``text`` when present), as ``early_fusion_lstm`` does; on word-aligned input nothing changes.
 
-Fast and exact: the LSTMs do not depend on the memory, so each runs as one fused ``nn.LSTM`` over the whole
-sequence; the cell states it does not return are rebuilt from its outputs (gate pre-activations for all steps
-in one matmul, then ``c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t``); the DMAN, the proposal and the ĉ-part of the gates
-run for all steps at once; only the memory recurrence (the u-part of the gates) is a loop. Padding: inputs are
+Fast and exact: the LSTMs do not depend on the memory, so they run before it over the whole sequence, all
+modalities stepped together (``GroupedLSTM``: input projections for all steps at once, one batched matmul a
+step, hand-written backward; ``grouped_lstms=false``: one fused ``nn.LSTM`` per modality with the cell states it
+does not return rebuilt from its outputs); the DMAN, the proposal and the ĉ-part of the gates run for all steps
+at once; only the memory recurrence (the u-part of the gates) is a loop (``GatedMemory``, hand-written backward). Padding: inputs are
 zeroed past each length, the LSTMs are causal, the memory holds after the last real step and the final LSTM
 state is read at the last real step, so padding never reaches the output.
 """
@@ -67,7 +68,8 @@ class MemoryFusionNetwork(FusionModel):
     ``proposal_dropout`` (D_u: 128 / 0.5), ``gamma1_dim`` / ``gamma1_dropout`` (256 / 0.7), ``gamma2_dim`` /
     ``gamma2_dropout`` (256 / 0.0), ``out_dim`` / ``out_dropout`` (128 / 0.5), ``gates_see_memory`` (true: the
     gates read ``[ĉ; u_{t-1}]`` as the authors' code; false: ``ĉ`` only), ``reference`` (time axis; default
-    ``text`` if present, else the first modality).
+    ``text`` if present, else the first modality), ``grouped_lstms`` (true: ``GroupedLSTM``; false: fused
+    ``nn.LSTM`` per modality with rebuilt cell states; the same function).
     Extras: ``attention`` ``[B, T, 2 sum H]`` (rows sum to 1 at real steps), ``gamma1``, ``gamma2``, ``memory``
     ``[B, T, mem]``, ``time_mask`` ``[B, T]``, ``representation``, ``alignment``.
     """
