@@ -119,8 +119,9 @@ EMOFUSION = {
             "out_dim": 128,
             "out_dropout": 0.5,
         },
-        "same design and size (MMSA's MOSEI config: LSTMs 128/32/128, memory 128, window 2); emofusion runs "
-        "each LSTM fused over the sequence and loops only over the memory",
+        "same design and size (MMSA's MOSEI config: LSTMs 128/32/128, memory 128, window 2); emofusion steps "
+        "the three LSTMs together (one batched matmul a step) before the memory, runs the attention and the "
+        "gates' input part for all steps at once, and loops only over the memory (hand-written backward)",
     ),
     "mult": (
         "mult",
