@@ -100,7 +100,12 @@ EMOFUSION = {
     ),
     "lmf": (
         "lmf",
-        {"hidden_dims": {"text": 128, "audio": 16, "visual": 128}, "rank": 4, "dropout": 0.2, "batch_norm": True},
+        {
+            "hidden_dims": {"text": 128, "audio": 16, "visual": 128},
+            "rank": 4,
+            "dropout": 0.2,
+            "batch_norm": True,
+        },
         "same design and size (MMSA's MOSEI config: rank 4, text LSTM 128 -> 64, audio/visual MLPs 16/128)",
     ),
     "mfn": (
