@@ -158,3 +158,11 @@ def test_mult_attention_dropout_per_source_modality():
             num_heads=2,
             attn_dropout={"text": 0.1, "audio": 0.1, "visual": 0.1},
         )
+
+
+def test_dropout_one_drops_everything_with_finite_zero_gradients():
+    q, k, v = _qkv()
+    out = chunked_dropout_attention(q, k, v, None, 1.0)
+    assert torch.all(out == 0)
+    for g in _grads(out, [q, k, v]):
+        assert torch.all(g == 0)
