@@ -223,9 +223,16 @@ def test_paper000_suites_build():
 
     table3 = get_suite("paper000-table3", "quick")
     rows = {c.row for c in table3.cells}
-    assert rows == {"text", "audio", "vision", "early fusion", "late fusion", "GCA", "GCA + gating"}
+    paper_rows = {"text", "audio", "vision", "early fusion", "late fusion", "GCA", "GCA + gating"}
+    extra_rows = {"text (max-pool)", "audio (max-pool)", "vision (max-pool)", "early fusion (max-pool)"}
+    assert rows == paper_rows | extra_rows
+    by_row = {c.row: c.config for c in table3.cells}
+    # the paper's encoder-decoder rows average over time; the extra rows are the max-pooled defaults
+    assert by_row["early fusion"]["model_options"]["pooling"] == "mean"
+    assert "pooling" not in by_row["early fusion (max-pool)"]["model_options"]
     noisy = [c for c in table3.cells if c.column == "visual noise"]
-    assert {c.row for c in noisy} == rows - {"text", "audio"}
+    assert {c.row for c in noisy} == rows - {"text", "audio", "text (max-pool)", "audio (max-pool)"}
+    assert {c.row for c in table3.cells if c.column == "visual zeroed"} == {c.row for c in noisy}
     assert all(c.perturbation["modality"] == "visual" for c in noisy)
     assert len(table3.seeds) >= 3
     tau = get_suite("paper000-tau", "quick")
