@@ -26,7 +26,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import SequenceEncoder, masked_max
+from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder, masked_max
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -137,17 +137,6 @@ class InputFusion(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- networks
-
-
-class SafeBatchNorm1d(nn.BatchNorm1d):
-    """Batch norm that uses its running statistics for a training batch of one (a last, odd batch)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1:
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
-        return super().forward(x)
 
 
 class FCHead(nn.Module):

@@ -23,8 +23,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.early_fusion import SafeBatchNorm1d
-from emofusion.models.layers import SequenceEncoder, masked_mean
+from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder, masked_mean
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -60,12 +59,7 @@ class SequenceSubNet(nn.Module):
         self.output_dim = out_dim
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if values.shape[1] > 0 and bool(mask.all()):
-            # no padding in this batch: the plain LSTM gives the same final state without packing
-            _, (h_n, _) = self.encoder.lstm(values)
-            final = h_n[-1]
-        else:
-            _, final = self.encoder(values, mask)
+        _, final = self.encoder(values, mask)
         return self.linear(self.dropout(final))
 
 
