@@ -13,6 +13,7 @@ from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.models.tfn import contract_fused, dropout_mask, extend_with_one, tensor_fusion
 from emofusion.tasks import classification_task, emotion_intensity_task, sentiment_task
+from helpers import select
 
 DIMS = {"text": 6, "audio": 5, "visual": 4}
 SMALL = {
@@ -63,15 +64,6 @@ def unaligned(lengths: dict[str, list[int]], dims=DIMS, seed=1, pad_value=0.0):
 
 def aligned(lengths: list[int], dims=DIMS, seed=1):
     return unaligned({m: lengths for m in dims}, dims, seed)
-
-
-def select(inputs, i):
-    """Sample i alone, cropped to its own lengths."""
-    out = {}
-    for m, (v, mask) in inputs.items():
-        n = int(mask[i].sum())
-        out[m] = ModalityTensor(v[i : i + 1, :n], mask[i : i + 1, :n])
-    return out
 
 
 LENGTHS = {"text": [5, 3, 1, 4], "audio": [20, 9, 4, 13], "visual": [8, 6, 2, 1]}

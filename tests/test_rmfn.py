@@ -11,6 +11,7 @@ import torch
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.tasks import emotion_intensity_task, sentiment_task
+from helpers import select
 
 DIMS = {"text": 6, "audio": 5, "visual": 4}
 SMALL = dict(hidden_dim=4, fuse_dim=5, z_dim=3, summarize_dim=7, head_dim=6, dropout=0.0)
@@ -45,15 +46,6 @@ def unaligned_batch(lengths: dict[str, list[int]], seed=2):
         t = max(lens)
         mask = torch.arange(t).unsqueeze(0) < lens_t.unsqueeze(1)
         out[m] = ModalityTensor(torch.randn(len(lens), t, DIMS[m], generator=g) * mask.unsqueeze(-1), mask)
-    return out
-
-
-def select(inputs, i):
-    """Sample i alone, cropped to its own lengths."""
-    out = {}
-    for m, (v, mask) in inputs.items():
-        n = int(mask[i].sum())
-        out[m] = ModalityTensor(v[i : i + 1, :n], mask[i : i + 1, :n])
     return out
 
 
