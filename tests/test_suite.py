@@ -81,6 +81,7 @@ def test_validation_and_registry():
     spec = get_suite("robustness", "quick")
     assert any(c.perturbation is None for c in spec.cells)
     assert len({c.column for c in spec.cells}) > 5
+    assert {"rrnn", "gca", "mult", "rmfn", "delta_attention", "tfn", "lmf", "mfn"} <= {c.row for c in spec.cells}
     with pytest.raises(ValueError, match="two cells"):
         run_suite(SuiteSpec([Cell("a", "b", TINY), Cell("a", "b", TINY)], ["mae"]), log=None)
     with pytest.raises(ValueError, match="seed"):

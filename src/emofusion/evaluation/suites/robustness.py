@@ -23,6 +23,11 @@ CANDIDATES = {
     "rmfn": {},
     # quick: a smaller MulT (its default, 5 cross + 3 self layers at d=30, takes ~10 min per quick run here)
     "mult": {"d_model": 16, "num_heads": 2, "cross_layers": 2, "self_layers": 1},
+    "gca": {},
+    "delta_attention": {},
+    "tfn": {},
+    "lmf": {},
+    "mfn": {},
 }
 
 QUICK = [
