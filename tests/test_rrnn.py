@@ -239,4 +239,7 @@ def test_paper000_suites_build():
     assert [c.config["model_options"]["hops"] for c in tau.cells] == [1, 2, 3, 4]
     cls = get_suite("paper000-cls", "quick")
     assert all(c.config["dataset"] == "synthetic-cls" for c in cls.cells)
-    get_suite("paper000-noise", "quick")
+    noise = get_suite("paper000-noise", "quick")
+    strong = get_suite("paper000-noise-strong", "quick")
+    assert all("event_strength" not in c.config["dataset_options"] for c in noise.cells)
+    assert all(c.config["dataset_options"]["event_strength"] == 4.0 for c in strong.cells)
