@@ -161,3 +161,30 @@ def test_overrides_and_yaml_numbers():
         RunConfig(batch_size="many")
     with pytest.raises(ValueError, match="unknown config keys"):
         RunConfig.from_dict({"learning_rate": 1})
+
+
+def test_rerun_in_same_folder_replaces_checkpoints(tmp_path):
+    """A second fresh run in a used folder must not leave the first run's best.ckpt for load_module to find."""
+    from emofusion.training.run import evaluate_split, load_module
+
+    opts = apply_overrides({}, TINY)["dataset_options"]
+    out = tmp_path / "r"
+    base = dict(model="early_fusion_lstm", dataset="synthetic", dataset_options=opts, max_epochs=2,
+                progress=False, plots=False, output=str(out), model_options={"hidden_dim": 4, "head_dim": 4})
+    train_run(RunConfig(**base, seed=0))
+    second = train_run(RunConfig(**base, seed=1))
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    module = load_module(out)
+    again = evaluate_split(module, second.bundle, "test")
+    assert again["mae"] == pytest.approx(second.metrics["test"]["mae"], rel=1e-6)
+    # an older run folder with a stale best.ckpt beside best-v1.ckpt: metrics.json names the right one
+    ckpt = out / "checkpoints"
+    (ckpt / "best.ckpt").rename(ckpt / "best-v1.ckpt")
+    train_run(RunConfig(**{**base, "max_epochs": 1, "output": str(tmp_path / "other")}, seed=2))
+    (tmp_path / "other" / "checkpoints" / "best.ckpt").rename(ckpt / "best.ckpt")
+    info = json.loads((out / "metrics.json").read_text())
+    info["info"]["best_checkpoint"] = str(ckpt / "best-v1.ckpt")
+    (out / "metrics.json").write_text(json.dumps(info))
+    assert evaluate_split(load_module(out), second.bundle, "test")["mae"] == pytest.approx(
+        second.metrics["test"]["mae"], rel=1e-6
+    )

@@ -143,6 +143,13 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
     if resume and not last_ckpt.exists():
         raise FileNotFoundError(f"cannot resume: {last_ckpt} does not exist")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and ckpt_dir.exists():
+        # a fresh run in a used folder: old checkpoints would otherwise be taken for this run's best/last
+        stale = sorted(ckpt_dir.glob("*.ckpt"))
+        if stale:
+            log.warning("%s: removing %d checkpoint(s) of an earlier run in this folder", run_dir, len(stale))
+            for path in stale:
+                path.unlink()
     save_yaml(config.to_dict(), run_dir / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -167,10 +174,14 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
     val_loader = make_loader(bundle.val, config, modalities, False, task.sequence_labels)
 
     monitor = f"val/{task.monitor}"
-    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.monitor_mode, save_top_k=1)
+    # no "-v1" suffixes: best.ckpt / last.ckpt always belong to this run
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.monitor_mode, save_top_k=1,
+        enable_version_counter=False,
+    )
     last_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="step", save_last=True, save_top_k=0,
-        every_n_train_steps=config.checkpoint_every_n_steps or None,
+        every_n_train_steps=config.checkpoint_every_n_steps or None, enable_version_counter=False,
     )
     cbs = [
         ExactResume(train_loader.batch_sampler),
@@ -240,10 +251,25 @@ def evaluate_split(
     return (metrics, out) if return_predictions else metrics
 
 
+def _recorded_best(run_dir: Path) -> Path | None:
+    """The best checkpoint named in the run's metrics.json (runs of older versions may have a stale best.ckpt
+    beside a ``best-v1.ckpt`` when a folder was reused)."""
+    try:
+        name = json.loads((run_dir / "metrics.json").read_text())["info"]["best_checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    candidate = run_dir / "checkpoints" / Path(name).name if name else None
+    return candidate if candidate is not None and candidate.exists() else None
+
+
 def load_module(checkpoint: str | Path) -> EmoFusionModule:
     path = Path(checkpoint)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+        candidates = [path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"]
+        recorded = _recorded_best(path)
+        if recorded is not None:
+            candidates.insert(0, recorded)
+        for candidate in candidates:
             if candidate.exists():
                 path = candidate
                 break
