@@ -115,8 +115,10 @@ def test_report_collects_suites_and_speed(tmp_path, monkeypatch):
     assert res.get("m", "clean")["std"]["mae"] == pytest.approx(0.01)
     (tmp_path / "out" / "speed").mkdir()
     (tmp_path / "out" / "speed" / "results.md").write_text("## Speed, memory and scaling\n\n| a |\n")
+    (tmp_path / "out" / "speed" / "results.json").write_text("{}")  # speed.py writes one: not a suite
     page = build_report(tmp_path / "out", tmp_path / "docs" / "results.md").read_text()
     assert "### paper999-demo" in page and "0.610 ± 0.010" in page and "### Speed, memory and scaling" in page
+    assert "(`speed`, preset" not in page and page.count("### Speed, memory and scaling") == 1
     assert "Registered suites not run yet" in page and "`robustness`" in page
     # a full-preset run is written beside the quick one and both are reported, labelled
     full = run_suite(spec, preset="full", out_dir=tmp_path / "out", suite_name="paper999-demo", log=None)

@@ -77,7 +77,10 @@ def build_report(out_dir: str | os.PathLike = DEFAULT_OUT, docs: str | os.PathLi
     assets = docs_dir / "results"
     sections, index = [], []
     known = set(list_suites())
-    found = sorted(p.parent.name for p in out.glob("*/results.json"))
+    # speed/ and mmsa/ have their own sections below
+    found = sorted(
+        p.parent.name for p in out.glob("*/results.json") if p.parent.name not in ("speed", "mmsa")
+    )
     for name in suite_order(found):
         suite_dir = out / name
         md_file = suite_dir / "results.md"

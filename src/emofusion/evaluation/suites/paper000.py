@@ -232,7 +232,8 @@ def noise_ablation(preset: str, dataset_options: dict | None = None, note: str =
         cells=cells,
         metrics=["mse_sum", "mae_sum", "wa"],
         seeds=[0, 1, 2],
-        title="Paper 000, noise ablation with an informative visual view",
+        title="Paper 000, noise ablation with an informative visual view"
+        + (" and stronger cues" if dataset_options else ""),
         description=(
             f"Dataset `{dataset}` {note or 'with lowered visual background noise (synthetic: noise.visual = 0.3)'}; "
             "test-time additive white Gaussian noise on the standardised visual features at 0 and -10 dB SNR, "
