@@ -143,13 +143,14 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
     if resume and not last_ckpt.exists():
         raise FileNotFoundError(f"cannot resume: {last_ckpt} does not exist")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and ckpt_dir.exists():
+    launched_rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))  # DDP ranks re-run this
+    if not resume and launched_rank == 0 and ckpt_dir.exists():
         # a fresh run in a used folder: old checkpoints would otherwise be taken for this run's best/last
         stale = sorted(ckpt_dir.glob("*.ckpt"))
         if stale:
             log.warning("%s: removing %d checkpoint(s) of an earlier run in this folder", run_dir, len(stale))
             for path in stale:
-                path.unlink()
+                path.unlink(missing_ok=True)
     save_yaml(config.to_dict(), run_dir / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
 
