@@ -98,8 +98,11 @@ def build_npz(path: Path, n_train: int, n_val: int, n_test: int, data_seed: int)
     }
 
 
-def load_split(npz, split: str, setting: str):
-    """Tensors for one split: ({modality: [N, T, D]}, lengths [N], labels [N])."""
+def load_split(npz, split: str, setting: str, pad_start: bool = False):
+    """Tensors for one split: ({modality: [N, T, D]}, lengths [N], labels [N]).
+
+    ``pad_start``: the same values with the padding moved to the front (the CMU SDK / MulT layout), a
+    diagnostic for models that read the last LSTM state without masks."""
     import torch
 
     lengths = torch.from_numpy(npz[f"{split}_lengths"])
@@ -109,13 +112,28 @@ def load_split(npz, split: str, setting: str):
         mask = (torch.arange(MAX_LEN)[None, :] < lengths[:, None]).float()[:, :, None]
         for m in ("audio", "visual"):
             x[m] = ((x[m] * mask).sum(1) / lengths[:, None].clamp(min=1)).unsqueeze(1)
+    if pad_start:
+        for m in MODS:
+            if x[m].shape[1] == MAX_LEN:
+                x[m] = torch.stack(
+                    [torch.roll(v, MAX_LEN - int(n), 0) for v, n in zip(x[m], lengths, strict=True)]
+                )
     return x, lengths, torch.from_numpy(npz[f"{split}_labels"])
 
 
 # ---------------------------------------------------------------------------------------------- worker
 
 
-def worker(side: str, name: str, npz_path: str, seeds: list[int], epochs: int, batch: int, lr: float) -> None:
+def worker(
+    side: str,
+    name: str,
+    npz_path: str,
+    seeds: list[int],
+    epochs: int,
+    batch: int,
+    lr: float,
+    pad: str = "end",
+) -> None:
     import copy
 
     import numpy as np
@@ -124,7 +142,9 @@ def worker(side: str, name: str, npz_path: str, seeds: list[int], epochs: int, b
     torch.set_num_threads(1)
     setting = SETTING[name]
     npz = np.load(npz_path)
-    data = {s: load_split(npz, s, setting) for s in ("train", "val", "test")}
+    if pad == "start" and side != "mmsa":
+        raise ValueError("--mmsa-pad start is a diagnostic for MMSA's side only")
+    data = {s: load_split(npz, s, setting, pad_start=pad == "start") for s in ("train", "val", "test")}
 
     for seed in seeds:
         t0 = time.perf_counter()
@@ -203,7 +223,7 @@ def run_worker(python: str, side: str, name: str, npz: Path, seeds, args) -> lis
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [python, __file__, "--worker", side, "--model", name, "--npz", str(npz)]
     cmd += ["--seeds", ",".join(map(str, seeds)), "--epochs", str(args.epochs), "--batch", str(args.batch)]
-    cmd += ["--lr", str(args.lr)]
+    cmd += ["--lr", str(args.lr)] + (["--mmsa-pad", args.mmsa_pad] if side == "mmsa" else [])
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
         out, err = proc.stdout, proc.stderr
@@ -242,13 +262,18 @@ def render(result: dict) -> str:
         f"emofusion's hygiene fitted on train, padded at the end to {MAX_LEN} words ({d['truncated']} truncated), "
         "one `.npz` read by both venvs. Metrics by `emofusion.evaluation.metrics.compute_metrics` on both sides' "
         "test predictions; acc2 = non-negative vs negative. Mean ± std over seeds "
-        f"{', '.join(map(str, result['seeds']))}.",
+        f"{', '.join(map(str, result['seeds']))}."
+        + (
+            " Diagnostic: MMSA's side got the same values padded at the FRONT (`--mmsa-pad start`)."
+            if result.get("mmsa_pad") == "start"
+            else ""
+        ),
         "",
         "| MMSA model | emofusion | params MMSA / ours | MAE MMSA | MAE ours | r MMSA | r ours | acc2 MMSA | acc2 ours |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        a, b = r["mmsa"], r["emofusion"]
+        a, b = r.get("mmsa", {}), r.get("emofusion", {})
         cells = [
             MMSA_CLASS[r["case"]],
             r["emofusion_model"],
@@ -266,7 +291,7 @@ def render(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"- {MMSA_CLASS[r['case']]} ↔ {r['emofusion_model']}: {r['note']}.")
         for side in ("mmsa", "emofusion"):
-            for e in r[side].get("errors", [])[:1]:
+            for e in r.get(side, {}).get("errors", [])[:1]:
                 lines.append(f"  - {side} error: {e[:200]}")
     return "\n".join(lines) + "\n"
 
@@ -283,6 +308,13 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n", default=None, help="n_train,n_val,n_test (quick: 600,150,150; else 2000,500,500)")
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument(
+        "--mmsa-pad",
+        choices=["end", "start"],
+        default="end",
+        help="diagnostic: 'start' gives MMSA's models the same values padded at the front instead",
+    )
+    p.add_argument("--sides", default="mmsa,emofusion", help="which sides to train (diagnostics)")
     p.add_argument("--out", default="bench_out/mmsa_accuracy")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--worker", choices=["mmsa", "emofusion"], help=argparse.SUPPRESS)
@@ -293,7 +325,7 @@ def main(argv=None) -> int:
     epochs = args.epochs or (8 if args.quick else 20)
     args.epochs = epochs
     if args.worker:
-        worker(args.worker, args.model, args.npz, seeds, epochs, args.batch, args.lr)
+        worker(args.worker, args.model, args.npz, seeds, epochs, args.batch, args.lr, args.mmsa_pad)
         return 0
 
     import numpy as np
@@ -320,11 +352,12 @@ def main(argv=None) -> int:
         "batch": args.batch,
         "lr": args.lr,
         "data": data_info,
+        "mmsa_pad": args.mmsa_pad,
         "rows": [],
     }
     for name in cases:
         row = {"case": name, "emofusion_model": EMOFUSION[name][0], "note": EMOFUSION[name][2], "runs": {}}
-        for side in ("mmsa", "emofusion"):
+        for side in [s for s in ("mmsa", "emofusion") if s in args.sides.split(",")]:
             python = args.mmsa_python if side == "mmsa" else args.emofusion_python
             recs = run_worker(python, side, name, npz_path, seeds, args)
             summary = {"errors": [r["error"] for r in recs if "error" in r]}
