@@ -42,6 +42,16 @@ SETTING = {
 }
 SETTING["mult"] = "aligned50"
 ORDER = ["tfn", "lmf", "ef_lstm", "lf_dnn", "mfn", "mult"]
+# diagnostic pairs (not in the default run): MMSA's side is its base model unchanged
+BASE = {"ef_lstm_last": "ef_lstm"}
+EMOFUSION["ef_lstm_last"] = (
+    "early_fusion_lstm",
+    {**EMOFUSION["ef_lstm"][1], "pooling": "last"},
+    "as EF_LSTM, with emofusion's early_fusion_lstm summarising by the last valid LSTM state (pooling='last', "
+    "as MMSA's EF_LSTM) instead of its default masked max over steps",
+)
+MMSA_CLASS["ef_lstm_last"] = "EF_LSTM (ours: pooling last)"
+SETTING["ef_lstm_last"] = "aligned50"
 MAX_LEN = 50
 
 
@@ -149,7 +159,10 @@ def worker(
     for seed in seeds:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        model, mmsa_forward = (build_mmsa if side == "mmsa" else build_emofusion)(name, setting)
+        if side == "mmsa":
+            model, mmsa_forward = build_mmsa(BASE.get(name, name), setting)
+        else:
+            model, mmsa_forward = build_emofusion(name, setting)
         if side == "emofusion":
             from emofusion.data.batch import ModalityTensor
 
