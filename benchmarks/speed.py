@@ -156,29 +156,24 @@ def time_training(model, task, batches, repeats: int) -> list[float]:
         opt.step()
 
     step(batches[0])  # warm-up
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        n = 0
-        for b in batches:
-            step(b)
-            n += len(b)
-        rates.append(n / (time.perf_counter() - t0))
-    return rates
+    return _rates(step, batches, repeats)
 
 
 def time_inference(model, batches, repeats: int) -> list[float]:
     model.eval()
-    rates = []
     with torch.no_grad():
-        model(batches[0].inputs)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            n = 0
-            for b in batches:
-                model(b.inputs)
-                n += len(b)
-            rates.append(n / (time.perf_counter() - t0))
+        model(batches[0].inputs)  # warm-up
+        return _rates(lambda b: model(b.inputs), batches, repeats)
+
+
+def _rates(run, batches, repeats: int) -> list[float]:
+    """Samples/s of ``run`` over all batches, once per repeat."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for b in batches:
+            run(b)
+        rates.append(sum(len(b) for b in batches) / (time.perf_counter() - t0))
     return rates
 
 
