@@ -26,7 +26,8 @@ def make_corpus(folder, n_videos=6, seed=0):
         )
         visual[vid] = (frame_intervals(int(dur * 30), 30.0), rng.normal(size=(int(dur * 30), 35)))
         cut = t[[0, 10, 20, 30]]
-        labels[vid] = (np.stack([cut[:-1], cut[1:]], 1), rng.uniform(-3, 3, (3, 7)))
+        # sentiment in [-3, 3], the six intensities in [0, 3] (the readers check the ranges)
+        labels[vid] = (np.stack([cut[:-1], cut[1:]], 1), rng.uniform([-3] + [0] * 6, 3, (3, 7)))
     write_csd(
         folder / "CMU_MOSEI_TimestampedWordVectors.csd", "glove_vectors", words, {"dataset name": "toy"}
     )

@@ -124,7 +124,8 @@ def test_fuzz_mmsa_structure(n, drop_key, wrong_len):
         del split[drop_key]
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "x.pkl"
-        path.write_bytes(pickle.dumps({"train": split, "valid": split, "test": split}))
+        splits = {k: {**split, "id": np.array([f"{k}{i}" for i in range(n)])} for k in ("train", "valid", "test")}
+        path.write_bytes(pickle.dumps(splits))
         bad = wrong_len or drop_key in ("audio", "regression_labels")
         try:
             b = load_mmsa(path)

@@ -9,7 +9,9 @@ from emofusion.data.mmsa import load_mmsa
 from emofusion.data.mult import load_mult
 
 
-def mmsa_split(rng, n, aligned=False):
+def mmsa_split(rng, n, aligned=False, split="train"):
+    # ids unique across splits (the readers reject an id in two splits)
+    tag = "" if split == "train" else split
     la, lv = (50, 50) if aligned else (375, 500)
     audio = np.zeros((n, la, 5), np.float32)
     vision = np.zeros((n, lv, 20), np.float32)
@@ -30,7 +32,7 @@ def mmsa_split(rng, n, aligned=False):
         "audio_lengths": alen,
         "vision_lengths": vlen,
         "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
-        "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
+        "id": np.array([f"{tag}vid{i}$_${i}" for i in range(n)], dtype=object),
     }
 
 
@@ -42,7 +44,7 @@ def write(path, obj):
 
 def test_mmsa_unaligned(tmp_path):
     rng = np.random.default_rng(0)
-    data = {s: mmsa_split(rng, n) for s, n in (("train", 6), ("valid", 3), ("test", 4))}
+    data = {s: mmsa_split(rng, n, split=s) for s, n in (("train", 6), ("valid", 3), ("test", 4))}
     path = write(tmp_path / "unaligned_50.pkl", data)
     b = load_dataset(f"mmsa:{path}")
     assert b.task.kind == "sentiment" and b.task.label_range == (-3.0, 3.0)
@@ -58,18 +60,18 @@ def test_mmsa_unaligned(tmp_path):
 
 def test_mmsa_errors(tmp_path):
     rng = np.random.default_rng(1)
-    data = {s: mmsa_split(rng, 3) for s in ("train", "valid", "test")}
+    data = {s: mmsa_split(rng, 3, split=s) for s in ("train", "valid", "test")}
     data["valid"]["audio_lengths"][1] = 9999
-    with pytest.raises(DataFormatError, match=r"split 'val' sample 'vid1\$_\$1': audio_lengths=9999"):
+    with pytest.raises(DataFormatError, match=r"split 'val' sample 'validvid1\$_\$1': audio_lengths=9999"):
         load_mmsa(write(tmp_path / "a.pkl", data))
-    data = {s: mmsa_split(rng, 3) for s in ("train", "valid", "test")}
+    data = {s: mmsa_split(rng, 3, split=s) for s in ("train", "valid", "test")}
     data["test"]["audio"][0, 0, 0] = -np.inf
     with pytest.raises(DataFormatError, match="'audio': 1 non-finite"):
         load_mmsa(write(tmp_path / "b.pkl", data))
     b = load_mmsa(tmp_path / "b.pkl", nonfinite="zero")
     assert np.isfinite(b.test[0].features["audio"]).all()
     data["test"]["id"][2] = data["test"]["id"][0]
-    with pytest.raises(DataFormatError, match="duplicated id"):
+    with pytest.raises(DataFormatError, match="id 'testvid0.*' appears twice"):
         load_mmsa(write(tmp_path / "c.pkl", data), nonfinite="keep")
     del data["train"]
     with pytest.raises(DataFormatError, match="no train split"):
@@ -90,7 +92,7 @@ def test_pickle_with_code_is_refused(tmp_path):
         load_mmsa(path)
 
 
-def mult_split(rng, n, labels):
+def mult_split(rng, n, labels, split="train"):
     text = np.zeros((n, 50, 300), np.float32)
     audio = np.zeros((n, 50, 74), np.float32)
     for i in range(n):
@@ -103,7 +105,7 @@ def mult_split(rng, n, labels):
         "audio": audio,
         "vision": vision,
         "labels": labels(n),
-        "id": np.array([["vid", str(i)] for i in range(n)]),
+        "id": np.array([["vid" if split == "train" else f"{split}vid", str(i)] for i in range(n)]),
     }
 
 
@@ -114,7 +116,7 @@ def mult_split(rng, n, labels):
 def test_mult_mosei_7_columns(tmp_path, target, kind, dim):
     rng = np.random.default_rng(2)
     labels = lambda n: rng.uniform(0, 3, (n, 1, 7)).astype(np.float32)  # noqa: E731
-    data = {s: mult_split(rng, 4, labels) for s in ("train", "valid", "test")}
+    data = {s: mult_split(rng, 4, labels, s) for s in ("train", "valid", "test")}
     b = load_mult(write(tmp_path / "mosei_senti_data_noalign.pkl", data), target=target)
     assert b.task.kind == kind and b.task.output_dim == dim
     s = b.train[1]
@@ -128,10 +130,10 @@ def test_mult_mosei_7_columns(tmp_path, target, kind, dim):
 def test_mult_iemocap_binary(tmp_path):
     rng = np.random.default_rng(3)
     labels = lambda n: np.eye(2, dtype=np.float32)[rng.integers(0, 2, (n, 4))]  # noqa: E731
-    data = {s: mult_split(rng, 5, labels) for s in ("train", "valid", "test")}
+    data = {s: mult_split(rng, 5, labels, s) for s in ("train", "valid", "test")}
     b = load_dataset(f"mult:{write(tmp_path / 'iemocap_data.pkl', data)}")
     assert b.task.kind == "multilabel_binary" and b.task.output_names == ("neutral", "happy", "sad", "angry")
     assert np.array_equal(b.val[3].label, data["valid"]["labels"][3].argmax(1))
     with pytest.raises(ValueError, match="target"):
-        data2 = {s: mult_split(rng, 2, lambda n: np.zeros((n, 1, 1))) for s in ("train", "valid", "test")}
+        data2 = {s: mult_split(rng, 2, lambda n: np.zeros((n, 1, 1)), s) for s in ("train", "valid", "test")}
         load_mult(write(tmp_path / "m.pkl", data2), target="emotions")

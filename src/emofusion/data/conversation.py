@@ -24,6 +24,7 @@ from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, check_finite, parse_modalities
 from emofusion.data.mmsa import load_pickle
 from emofusion.data.registry import register_dataset
+from emofusion.data.validation import check_disjoint, check_unique_ids, require_numeric
 from emofusion.tasks import classification_task
 
 IEMOCAP6 = ("happy", "sad", "neutral", "angry", "excited", "frustrated")
@@ -124,7 +125,12 @@ def load_conversations(
         if cid not in p["ids"]:
             raise DataFormatError(f"{path}: conversation {cid!r} is in the split lists but not in videoIDs")
         n = len(p["ids"][cid])
-        y = np.asarray(table[cid], dtype=np.int64).reshape(-1)
+        y = require_numeric(table[cid], f"{path}: conversation {cid!r}", "labels")
+        if y.dtype.kind == "f" and (not np.isfinite(y).all() or (y != np.round(y)).any()):
+            raise DataFormatError(
+                f"{path}: conversation {cid!r}: labels {y.reshape(-1).tolist()[:8]} are not integer class ids"
+            )
+        y = y.astype(np.int64).reshape(-1)
         if len(y) != n:
             raise DataFormatError(f"{path}: conversation {cid!r}: {n} utterances but {len(y)} labels")
         if ((y < 0) | (y >= n_raw)).any():
@@ -141,14 +147,15 @@ def load_conversations(
             rows = p["features"][m].get(cid)
             if rows is None:
                 raise DataFormatError(f"{path}: conversation {cid!r} has no {m} features")
-            x = np.asarray(rows, dtype=np.float32)
+            x = require_numeric(rows, f"{path}: conversation {cid!r} {m}", "features").astype(np.float32)
             if x.ndim != 2 or x.shape[0] != n:
                 raise DataFormatError(
                     f"{path}: conversation {cid!r} {m} features of shape {x.shape}, expected [{n}, D]"
                 )
             if dims.setdefault(m, x.shape[1]) != x.shape[1]:
                 raise DataFormatError(f"{path}: conversation {cid!r} {m} dim {x.shape[1]}, others {dims[m]}")
-            check_finite(x, f"{path}: conversation {cid!r} {m}", bool(allow_nonfinite))
+            check_finite(x, f"{path}: conversation {cid!r} {m}", bool(allow_nonfinite),
+                         hint="pass data.allow_nonfinite=true to keep them")
             feats[m] = x
         if p["layout"] == "iemocap" and classes == "4":
             y = IEMOCAP_6_TO_4[y]
@@ -162,11 +169,9 @@ def load_conversations(
             words=[str(s) for s in sentences] if sentences is not None else None,
         )
 
-    overlap = set(p["train"]) & set(p["test"])
-    if overlap:
-        raise DataFormatError(
-            f"{path}: {len(overlap)} conversations in both train and test, e.g. {sorted(overlap)[:3]}"
-        )
+    check_unique_ids([str(c) for c in p["train"]], f"{path}: trainVid")
+    check_unique_ids([str(c) for c in p["test"]], f"{path}: testVid")
+    check_disjoint({"train": [str(c) for c in p["train"]], "test": [str(c) for c in p["test"]]}, str(path))
     train_ids = sorted(p["train"], key=str)
     rng = np.random.default_rng(int(seed))
     n_val = int(round(float(val_fraction) * len(train_ids)))

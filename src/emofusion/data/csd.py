@@ -18,6 +18,7 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -28,6 +29,13 @@ from emofusion.data.batch import Sample
 from emofusion.data.dataset import DatasetBundle, SampleDataset
 from emofusion.data.format_utils import DataFormatError, as_bool, log, parse_modalities
 from emofusion.data.registry import register_dataset
+from emofusion.data.validation import (
+    check_disjoint,
+    check_task_labels,
+    check_unique_ids,
+    parse_range,
+    require_numeric,
+)
 from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec, emotion_intensity_task, sentiment_task
 
 # the SDK's metadata template (its missing comma merges two keys; kept so the SDK finds every key)
@@ -263,6 +271,8 @@ def _load_folds(folds, recipe: dict | None) -> dict[str, list[str]]:
             if key is None:
                 raise DataFormatError(f"folds {folds}: no {'/'.join(keys)} list")
             out[split] = [str(x) for x in data[key]]
+            check_unique_ids(out[split], f"folds {folds}: {key}")
+        check_disjoint(out, f"folds {folds}")
         return out
     if recipe and recipe.get("sdk_folds"):
         try:
@@ -296,12 +306,14 @@ def load_csd(
     align: str = "segment",
     epsilon: float = SDK_EPSILON,
     lazy=True,
+    label_range=None,
     **options,
 ) -> DatasetBundle:
     """Labelled segments of computational sequences.
 
     ``target``: ``sentiment`` (label column 0), ``emotions`` (MOSEI's 6 intensities) or ``all`` (every label
-    column as multi-regression, e.g. POM traits).
+    column as multi-regression, e.g. POM traits). Labels are checked (finite, inside the task's range;
+    ``label_range=[LO,HI]`` sets another range) and the folds must not share a video.
     """
     if options:
         raise TypeError(f"csd: unknown options {sorted(options)}")
@@ -338,19 +350,28 @@ def load_csd(
         if missing:
             log.warning("csd: %d labelled videos missing from %s (%s): skipped", len(missing), m, s.path)
         present &= set(s.keys())
+    check_disjoint(fold, "csd: folds")  # also the SDK's own folds
     index = {"train": [], "val": [], "test": []}
     where = {v: split for split, vids in fold.items() for v in vids}
-    for vid in lab.keys():
-        if vid not in present or vid not in where:
-            continue
-        iv, _ = lab[vid]
-        for i in range(len(iv)):
-            if not abs(iv[i, 0] - iv[i, 1]) < epsilon:
-                index[where[vid]].append((vid, i))
     label_dim = None
     if lab.keys():
         label_dim = lab[lab.keys()[0]][1].reshape(len(lab[lab.keys()[0]][0]), -1).shape[1]
     task, pick = _csd_task(label_dim, target, recipe)
+    rng = parse_range(label_range, f"csd: {folder}")
+    if rng is not None:
+        task = replace(task, label_range=rng, extra={})
+    for vid in lab.keys():
+        if vid not in present or vid not in where:
+            continue
+        iv, ft = lab[vid]
+        # labels are small: every labelled segment is checked here, before anything trains on it
+        where_lab = f"{lab.path}: video {vid!r}"
+        ft = require_numeric(ft, where_lab, "labels").reshape(len(iv), -1)
+        if ft.shape[1] != label_dim:
+            raise DataFormatError(f"{where_lab}: {ft.shape[1]} label columns, other videos have {label_dim}")
+        rows = [i for i in range(len(iv)) if not abs(iv[i, 0] - iv[i, 1]) < epsilon]
+        check_task_labels(ft[rows][:, pick], task, where_lab, [f"{vid}[{i}]" for i in rows])
+        index[where[vid]].extend((vid, i) for i in rows)
     reader = _SegmentReader(seqs, lab, epsilon, align, pick)
     dims = {}
     for m, s in seqs.items():
@@ -383,7 +404,10 @@ def _csd_task(label_dim, target, recipe) -> tuple[TaskSpec, np.ndarray]:
             raise DataFormatError(f"csd: target='emotions' needs the 7-column MOSEI labels, got {label_dim}")
         return emotion_intensity_task(), np.array([MOSEI_LABEL_COLUMNS.index(e) for e in MOSEI_EMOTIONS])
     if target == "all":  # e.g. POM's speaker traits: every label column, multi-regression
-        names = MOSEI_LABEL_COLUMNS if label_dim == 7 else tuple(f"label{i}" for i in range(label_dim or 0))
+        if label_dim == 7:  # MOSEI: sentiment [-3, 3], then six intensities [0, 3]
+            extra = {"ranges": [[-3.0, 3.0]] + [[0.0, 3.0]] * 6}
+            return TaskSpec("multi_regression", MOSEI_LABEL_COLUMNS, extra=extra), np.arange(7)
+        names = tuple(f"label{i}" for i in range(label_dim or 0))
         return TaskSpec("multi_regression", names), np.arange(label_dim or 0)
     raise ValueError(f"csd: target must be 'sentiment', 'emotions' or 'all', got {target!r}")
 
@@ -404,7 +428,8 @@ class _SegmentReader:
         for m, s in self.seqs.items():
             iv, ft = s[vid]
             order = np.argsort(iv[:, 0], kind="stable")
-            data[m] = (iv[order], ft[order].reshape(len(iv), -1))
+            # reshape with the frame size, not -1: a video with 0 frames has shape (0, D...)
+            data[m] = (iv[order], ft[order].reshape(len(iv), int(np.prod(ft.shape[1:]))))
         data["_labels"] = self.labels[vid]
         self._cache[vid] = data
         if len(self._cache) > self._size:

@@ -46,6 +46,7 @@ class FolderSpec:
     task: TaskSpec | None = None
     label_columns: list[str] = field(default_factory=list)
     classes: list[str] | None = None
+    lines: list[int] = field(default_factory=list)  # manifest line of each row (problems name it)
 
 
 def _array_path(d: Path, sid: str) -> Path | None:
@@ -91,7 +92,18 @@ def _scan(root: Path, problems: list[str]) -> FolderSpec:
         with open(manifest, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
-            spec.rows = [dict(r) for r in reader]
+            rows = [(reader.line_num, dict(r)) for r in reader]
+        spec.rows = []
+        for line, r in rows:
+            # a short row has None for its missing fields, a long one its extras under the key None
+            if None in r or any(v is None for v in r.values()):
+                n = len([v for k, v in r.items() if k is not None and v is not None]) + len(r.get(None) or [])
+                problems.append(
+                    f"{manifest}:{line}: {n} fields, the header has {len(columns)} ({', '.join(columns)})"
+                )
+            else:
+                spec.rows.append(r)
+        spec.lines = [line for line, r in rows if None not in r and all(v is not None for v in r.values())]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         problems.append(f"{manifest}: unreadable ({e})")
         return spec
@@ -111,7 +123,7 @@ def _scan(root: Path, problems: list[str]) -> FolderSpec:
     if not spec.label_columns:
         problems.append(f"{manifest}: no label column")
     seen: dict[str, int] = {}
-    for line, r in enumerate(spec.rows, start=2):
+    for line, r in zip(spec.lines, spec.rows):
         sid = (r.get("id") or "").strip()
         if not sid:
             problems.append(f"{manifest}:{line}: empty id")
@@ -168,14 +180,30 @@ def _infer_task(spec: FolderSpec, meta: dict, problems: list[str]) -> None:
         return
     for c, v in nums.items():
         if v is None:
-            bad = next(x for x in values[c] if not _is_float(x))
-            problems.append(f"manifest column {c!r}: non-numeric label {bad!r} for a {kind} task")
+            line, bad = next((ln, x) for ln, x in zip(spec.lines, values[c]) if not _is_float(x))
+            problems.append(
+                f"{spec.root / 'manifest.csv'}:{line}: column {c!r}: non-numeric label {bad!r} for a {kind} task"
+            )
         elif not np.isfinite(v).all():
-            problems.append(f"manifest column {c!r}: non-finite label values")
+            for line, r, x in zip(spec.lines, spec.rows, v):
+                if not np.isfinite(x):
+                    problems.append(
+                        f"{spec.root / 'manifest.csv'}:{line}: id {(r.get('id') or '').strip()!r}: column "
+                        f"{c!r}: non-finite label {x}"
+                    )
     if any(v is None or not np.isfinite(v).all() for v in nums.values()):
         return
     allv = np.concatenate([nums[c] for c in spec.label_columns])
     rng = tuple(meta.get("label_range") or (float(allv.min()), float(allv.max())))
+    if meta.get("label_range") and kind != "multilabel_binary":
+        lo, hi = (float(v) for v in rng)
+        for c in spec.label_columns:
+            for line, r, v in zip(spec.lines, spec.rows, nums[c]):
+                if not lo <= v <= hi:
+                    problems.append(
+                        f"{spec.root / 'manifest.csv'}:{line}: id {(r.get('id') or '').strip()!r} label {c!r} = "
+                        f"{v:g} is outside label_range [{lo:g}, {hi:g}] of dataset.json"
+                    )
     if kind == "multilabel_binary" and not np.isin(allv, (0, 1)).all():
         problems.append("multilabel_binary labels must be 0 or 1")
     spec.task = TaskSpec(

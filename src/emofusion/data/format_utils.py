@@ -66,15 +66,18 @@ def as_bool(value) -> bool:
     return bool(value)
 
 
-def check_finite(array: np.ndarray, where: str, allow_nonfinite: bool) -> None:
+def check_finite(array: np.ndarray, where: str, allow_nonfinite: bool, hint: str | None = None) -> None:
+    """``hint``: the reader's real option to accept them (each reader names its own)."""
     if allow_nonfinite or array.size == 0 or array.dtype.kind not in "fc":
         return
     bad = ~np.isfinite(array)
     if bad.any():
         idx = np.argwhere(bad)[0]
+        where_first = f"sample #{int(idx[0])}" + (f", index {tuple(int(i) for i in idx[1:])}" if len(idx) > 1 else "")
         raise DataFormatError(
-            f"{where}: {int(bad.sum())} non-finite values (first at index {tuple(int(i) for i in idx)}); "
-            "pass allow_nonfinite=True to keep them (hygiene can clean them later)"
+            f"{where}: {int(bad.sum())} non-finite values (first in {where_first}); "
+            + (hint or "pass data.allow_nonfinite=true to keep them (hygiene ignores them when fitting and "
+               "zeroes them after standardising)")
         )
 
 

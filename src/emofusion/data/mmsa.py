@@ -20,6 +20,15 @@ from emofusion.data.batch import Sample
 from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, as_bool, check_finite, limit_count, parse_modalities
 from emofusion.data.registry import register_dataset
+from emofusion.data.validation import (
+    check_disjoint,
+    check_labels,
+    check_split_dims,
+    check_task_labels,
+    check_unique_ids,
+    parse_range,
+    require_numeric,
+)
 from emofusion.tasks import sentiment_task
 
 SPLIT_KEYS = {"train": ("train",), "val": ("valid", "val", "dev"), "test": ("test",)}
@@ -113,24 +122,21 @@ def features_of(
             raise DataFormatError(
                 f"{path}: split {split_name!r} {key!r} has {x.shape[0]} samples, labels {n}"
             )
-        x = x.astype(np.float32, copy=False)
+        x = require_numeric(x, f"{path}: split {split_name!r} {key!r}", "features").astype(np.float32, copy=False)
         if nonfinite == "zero":
             x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
         else:
-            check_finite(x, f"{path}: split {split_name!r} {key!r}", nonfinite == "keep")
+            check_finite(
+                x, f"{path}: split {split_name!r} {key!r}", nonfinite == "keep",
+                hint="pass data.nonfinite=zero (NaN/inf -> 0, as MMSA does) or data.nonfinite=keep (hygiene "
+                "ignores them when fitting and zeroes them after standardising)",
+            )
         out[m] = x
     return out
 
 
 def check_unique(ids: list[str], path, split: str) -> None:
-    if len(set(ids)) != len(ids):
-        seen, dup = set(), None
-        for i in ids:
-            if i in seen:
-                dup = i
-                break
-            seen.add(i)
-        raise DataFormatError(f"{path}: split {split!r} has duplicated id {dup!r}")
+    check_unique_ids(ids, f"{path}: split {split!r}")
 
 
 @register_dataset("mmsa", "MMSA aligned_50/unaligned_50 pickles (sentiment): 'mmsa:FILE.pkl'")
@@ -153,21 +159,23 @@ def load_mmsa(
     data = load_pickle(path, allow_objects)
     wanted = parse_modalities(modalities) or ["text", "audio", "visual"]
     drop = as_bool(drop_zero_rows)
-    splits, all_labels, dims = {}, [], {}
+    splits, all_labels, dims, all_ids = {}, [], {}, {}
     for split in ("train", "val", "test"):
         d = get_split(data, path, split)
         if "regression_labels" not in d:
             raise DataFormatError(f"{path}: split {split!r} has no 'regression_labels'")
-        y = np.asarray(d["regression_labels"], dtype=np.float32).reshape(-1)
-        check_finite(y, f"{path}: split {split!r} regression_labels", False)
+        where = f"{path}: split {split!r} regression_labels"
+        y = require_numeric(d["regression_labels"], where, "labels").astype(np.float32).reshape(-1)
         n = len(y)
         feats = features_of(d, path, split, wanted, n, nonfinite)
         ids = as_ids(d.get("id"), n, split)
         check_unique(ids, path, split)
+        check_labels(y, where, ids)  # finite here; the range once it is known (below)
+        all_ids[split] = ids
         lengths = {}
         for m, key in (("audio", "audio_lengths"), ("visual", "vision_lengths")):
             if m in feats and key in d:
-                lengths[m] = np.asarray(d[key]).reshape(-1).astype(np.int64)
+                lengths[m] = require_numeric(d[key], f"{path}: split {split!r} {key}").reshape(-1).astype(np.int64)
                 too_long = lengths[m] > feats[m].shape[1]
                 if too_long.any() or (lengths[m] < 0).any():
                     i = int(np.flatnonzero(too_long | (lengths[m] < 0))[0])
@@ -189,11 +197,16 @@ def load_mmsa(
             words = str(raw_text[i]).split() if raw_text is not None else None
             samples.append(Sample(id=ids[i], features=f, label=y[i : i + 1], words=words))
         splits[split] = samples
-        all_labels.append(y)
-        dims.update({m: int(x.shape[2]) for m, x in feats.items()})
+        all_labels.append((split, y, ids))
+        dims[split] = {m: int(x.shape[2]) for m, x in feats.items()}
+    check_disjoint(all_ids, str(path))
+    dims = check_split_dims(dims, str(path))
+    label_range = parse_range(label_range, f"mmsa: {path}")
     if label_range is None:
-        hi = max(float(np.abs(y).max(initial=0.0)) for y in all_labels)
+        hi = max(float(np.abs(y).max(initial=0.0)) for _, y, _ in all_labels)
         label_range = (-1.0, 1.0) if hi <= 1.0 else (-3.0, 3.0)
     task = sentiment_task(float(label_range[0]), float(label_range[1]))
+    for split, y, ids in all_labels:
+        check_task_labels(y, task, f"{path}: split {split!r} regression_labels", ids)
     info = {"format": "mmsa", "file": str(path), "nonfinite": nonfinite}
     return DatasetBundle.from_splits(f"mmsa:{file}", task, splits, {m: dims[m] for m in wanted}, info)

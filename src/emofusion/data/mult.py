@@ -24,14 +24,15 @@ from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, as_bool, check_finite, limit_count, parse_modalities
 from emofusion.data.mmsa import as_ids, check_unique, features_of, get_split, load_pickle, trim
 from emofusion.data.registry import register_dataset
+from emofusion.data.validation import check_disjoint, check_split_dims, check_task_labels, require_numeric
 from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec, emotion_intensity_task, sentiment_task
 
 IEMOCAP_MULT_EMOTIONS = ("neutral", "happy", "sad", "angry")
 
 
 def mult_labels(raw: np.ndarray, target: str, where: str) -> tuple[TaskSpec, np.ndarray]:
-    raw = np.asarray(raw, dtype=np.float32)
-    check_finite(raw, where + " labels", False)
+    raw = require_numeric(raw, where, "labels").astype(np.float32)
+    check_finite(raw, where + " labels", False, hint="fix or remove these samples")
     n = raw.shape[0]
     if raw.ndim == 3 and raw.shape[1:] == (4, 2):  # IEMOCAP one-hot per emotion
         if not (np.isin(raw, (0, 1)).all() and (raw.sum(2) == 1).all()):
@@ -52,7 +53,8 @@ def mult_labels(raw: np.ndarray, target: str, where: str) -> tuple[TaskSpec, np.
             cols = [MOSEI_LABEL_COLUMNS.index(e) for e in MOSEI_EMOTIONS]
             return emotion_intensity_task(), flat[:, cols]
         if target == "all":
-            return TaskSpec("multi_regression", MOSEI_LABEL_COLUMNS), flat
+            ranges = [(-3.0, 3.0)] + [(0.0, 3.0)] * 6  # sentiment, then the six intensities
+            return TaskSpec("multi_regression", MOSEI_LABEL_COLUMNS, extra={"ranges": ranges}), flat
         raise ValueError(f"target must be sentiment, emotions or all, got {target!r}")
     raise DataFormatError(
         f"{where}: labels of shape {raw.shape}; expected [N,1,1], [N,1,7], [N,4,2] or [N,4]"
@@ -83,7 +85,7 @@ def load_mult(
     data = load_pickle(path, allow_objects)
     wanted = parse_modalities(modalities) or ["text", "audio", "visual"]
     drop = as_bool(drop_zero_rows)
-    splits, dims, task = {}, {}, None
+    splits, dims, task, all_ids = {}, {}, None, {}
     for split in ("train", "val", "test"):
         d = get_split(data, path, split)
         if "labels" not in d:
@@ -98,6 +100,8 @@ def load_mult(
         if len(set(ids)) != len(ids):  # MulT's MOSEI ids repeat per video: disambiguate by row
             ids = [f"{x}#{i}" for i, x in enumerate(ids)]
         check_unique(ids, path, split)
+        check_task_labels(y, task, f"{path}: split {split!r} labels", ids)
+        all_ids[split] = ids
         splits[split] = [
             Sample(
                 id=ids[i],
@@ -106,6 +110,9 @@ def load_mult(
             )
             for i in range(limit_count(n, limit))
         ]
-        dims.update({m: int(x.shape[2]) for m, x in feats.items()})
+        dims[split] = {m: int(x.shape[2]) for m, x in feats.items()}
+    # MOSEI ids repeat per video (suffixed #row above): compare the file's own ids across splits
+    check_disjoint({s: [i.split("#")[0] for i in v] for s, v in all_ids.items()}, str(path))
+    dims = check_split_dims(dims, str(path))
     info = {"format": "mult", "file": str(path), "target": target, "nonfinite": nonfinite}
     return DatasetBundle.from_splits(f"mult:{file}", task, splits, {m: dims[m] for m in wanted}, info)
