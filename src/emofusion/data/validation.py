@@ -244,3 +244,29 @@ def check_headline(metrics: Mapping[str, Mapping[str, float]], monitor: str, whe
             f"{where}: headline metric not finite ({', '.join(bad)}); the predictions or the labels contain "
             "NaN/inf (see data_report.json and metrics.json)"
         )
+
+
+def scan_split(dataset, dims: Mapping[str, int], task=None) -> tuple[list[int], list[str], dict]:
+    """Reads every sample of a split once: indices of the usable ones, one problem line per unusable
+    sample (naming the split and the sample), and the counts of :func:`split_counts` for the usable ones."""
+    good, problems = [], []
+    counts = {"samples": 0, "empty_sequences": {m: 0 for m in dims}, "nonfinite_values": {m: 0 for m in dims},
+              "samples_with_nonfinite": {m: 0 for m in dims}}
+    name = getattr(dataset, "name", "") or "dataset"
+    for i in range(len(dataset)):
+        try:
+            sample = dataset.raw(i)
+        except Exception as err:  # noqa: BLE001  (a corrupt record in a lazy file)
+            problems.append(f"{name}: sample #{i} ({dataset.ids[i]!r}) could not be read: {err}")
+            continue
+        bad = sample_problem(sample, dims, task)
+        if bad:
+            problems.append(f"{name}: sample {sample.id!r} {bad}")
+            continue
+        good.append(i)
+        one = split_counts([sample], list(dims))
+        counts["samples"] += 1
+        for key in ("empty_sequences", "nonfinite_values", "samples_with_nonfinite"):
+            for m, v in one[key].items():
+                counts[key][m] += v
+    return good, problems, counts

@@ -102,3 +102,64 @@ class SaveRankWeights(L.Callback):
         os.makedirs(self.directory, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
         torch.save({"weights": state, "seen": self.seen}, os.path.join(self.directory, f"rank{trainer.global_rank}.pt"))
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient (the message says where and what was kept)."""
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops a run whose loss or gradients turn non-finite, before the optimiser applies them.
+
+    ``mode="stop"`` (default): raises :class:`NonFiniteError` naming the step and the first parameters with
+    non-finite gradients; the weights were not updated, and the checkpoints on disk are those of the last
+    good step (nothing is saved after the bad step). ``mode="skip"``: drops the step's gradients (the
+    optimiser step is skipped), counts it (``skipped``, logged as ``train/nonfinite_skipped`` and written
+    to metrics.json), and stops anyway after ``max_skips`` consecutive bad steps (the run is not
+    recovering).
+    """
+
+    def __init__(self, mode: str = "stop", max_skips: int = 20):
+        if mode not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {mode!r}")
+        self.mode = mode
+        self.max_skips = max_skips
+        self.skipped = 0
+        self._consecutive = 0
+        self.skipped_steps: list[int] = []
+
+    def _fail(self, trainer, what: str) -> None:
+        ckpts = []
+        for cb in trainer.checkpoint_callbacks:
+            for path in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")):
+                if path and path not in ckpts and os.path.exists(path):
+                    ckpts.append(path)
+        kept = f"checkpoints kept: {', '.join(ckpts)}" if ckpts else "no checkpoint had been written yet"
+        raise NonFiniteError(
+            f"training stopped at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}; the "
+            f"weights were not updated; {kept}. Lower lr, set gradient_clip=1.0, check the data "
+            "(data_report.json), or pass nonfinite=skip to skip such steps"
+        )
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        bad = [n for n, p in pl_module.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if not bad:
+            self._consecutive = 0
+            return
+        what = f"non-finite gradients in {len(bad)} parameter(s), e.g. {', '.join(bad[:3])}"
+        if self.mode == "stop":
+            self._fail(trainer, what)
+        self.skipped += 1
+        self._consecutive += 1
+        self.skipped_steps.append(int(trainer.global_step))
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None  # optimisers skip parameters without gradients: this step changes nothing
+        pl_module.log("train/nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
+        if self._consecutive >= self.max_skips:
+            self._fail(trainer, f"{what} ({self._consecutive} consecutive steps skipped)")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all() and self.mode == "stop":
+            self._fail(trainer, f"non-finite loss {loss.item()}")

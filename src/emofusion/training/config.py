@@ -35,6 +35,7 @@ class RunConfig:
     strict: bool = False  # True: a bad sample stops the run instead of being skipped and counted
     bucket: bool = True  # length-bucketed batches
     gradient_clip: float = 0.0
+    nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop the run (last good checkpoint kept) or skip the step
     checkpoint_every_n_steps: int = 20
     accelerator: str = "cpu"
     devices: int | str = 1

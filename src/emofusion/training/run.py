@@ -13,17 +13,24 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from emofusion.data import load_dataset
 from emofusion.data.collate import Collator, LengthBucketBatchSampler
 from emofusion.data.dataset import DatasetBundle, SampleDataset
 from emofusion.data.hygiene import apply_hygiene, fit_hygiene
+from emofusion.data.validation import check_headline, scan_split
 from emofusion.evaluation.metrics import compute_metrics
-from emofusion.training.callbacks import ExactResume, FaultInjection
+from emofusion.training.callbacks import ExactResume, FaultInjection, NonFiniteGuard
 from emofusion.training.config import RunConfig, load_yaml, save_yaml
 from emofusion.training.module import EmoFusionModule
+from emofusion.training.rundir import (
+    ResumableCSVLogger,
+    StatefulLoader,
+    checkpoint_step,
+    protected_run_dir,
+    resume_checkpoint,
+)
 
 log = logging.getLogger("emofusion")
 
@@ -56,29 +63,15 @@ def select_modalities(bundle: DatasetBundle, modalities: list[str] | None) -> Da
     return replace(bundle, modality_dims={m: bundle.modality_dims[m] for m in modalities})
 
 
-def validate_split(dataset: SampleDataset, dims: dict[str, int], strict: bool) -> tuple[SampleDataset, list[str]]:
-    """Checks every sample's modalities and feature sizes; bad samples stop the run (strict) or are skipped
-    and reported. Non-finite values are not errors here: hygiene handles them."""
-    problems, good = [], []
-    for i in range(len(dataset)):
-        try:
-            sample = dataset.raw(i)
-        except Exception as err:  # a corrupt record in a lazy file
-            problems.append(f"{dataset.name}: sample #{i} ({dataset.ids[i]!r}) could not be read: {err}")
-            continue
-        bad = None
-        for m, d in dims.items():
-            x = sample.features.get(m)
-            if x is None:
-                bad = f"has no {m!r} features"
-            elif x.ndim != 2 or x.shape[1] != d:
-                bad = f"{m!r} features have shape {tuple(x.shape)}, expected [T, {d}]"
-            if bad:
-                break
-        if bad:
-            problems.append(f"{dataset.name}: sample {sample.id!r} {bad}")
-        else:
-            good.append(i)
+def validate_split(
+    dataset: SampleDataset, dims: dict[str, int], strict: bool, task=None, counts: dict | None = None
+) -> tuple[SampleDataset, list[str]]:
+    """Checks every sample's modalities, feature sizes and label (data/validation.py); bad samples stop the
+    run (strict) or are skipped and reported. Non-finite feature values are not errors here (hygiene handles
+    them): they are counted, with empty sequences, into ``counts``."""
+    good, problems, split_counts = scan_split(dataset, dims, task)
+    if counts is not None:
+        counts.update(split_counts)
     if problems and strict:
         raise ValueError("bad samples (strict mode):\n  " + "\n  ".join(problems[:20]))
     if not problems:
@@ -97,9 +90,12 @@ def _subset(dataset: SampleDataset, indices: list[int]) -> SampleDataset:
 def prepare_data(config: RunConfig, hygiene_state: dict | None = None) -> tuple[DatasetBundle, dict, dict]:
     """Load, select modalities, validate, fit (or reuse) hygiene. Returns (bundle, hygiene_state, report)."""
     bundle = select_modalities(load_dataset(config.dataset, **config.dataset_options), config.modalities)
-    report: dict = {"skipped": {}}
+    report: dict = {"skipped": {}, "splits": {}}
     for split in ("train", "val", "test"):
-        ds, problems = validate_split(getattr(bundle, split), bundle.modality_dims, config.strict)
+        report["splits"][split] = {}
+        ds, problems = validate_split(
+            getattr(bundle, split), bundle.modality_dims, config.strict, bundle.task, report["splits"][split]
+        )
         if problems:
             log.warning("%d bad %s samples skipped, first: %s", len(problems), split, problems[0])
             report["skipped"][split] = problems
@@ -118,7 +114,7 @@ def make_loader(
         dataset.lengths(), config.batch_size, shuffle=train, seed=config.seed, bucket=config.bucket,
         shard=train,  # evaluation sees every sample on every rank
     )
-    return DataLoader(
+    return StatefulLoader(  # Lightning's resumable-loader protocol (position restored by ExactResume)
         dataset,
         batch_sampler=sampler,
         collate_fn=Collator(modalities, sequence_labels),
@@ -134,23 +130,19 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunResult:
+    run_dir = Path(config.output) if config.output else default_run_dir(config)
+    resume_path = resume_checkpoint(run_dir) if resume else None  # newest checkpoint that loads
+    launched_rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))  # DDP ranks re-run this
+    # an earlier run in run_dir is moved aside and comes back if this one fails before a checkpoint
+    with protected_run_dir(run_dir, resume, launcher=launched_rank == 0):
+        return _train_run(config, run_dir, resume_path, callbacks)
+
+
+def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callbacks: list | None) -> RunResult:
     start = time.time()
     if config.threads:
         torch.set_num_threads(config.threads)
-    run_dir = Path(config.output) if config.output else default_run_dir(config)
     ckpt_dir = run_dir / "checkpoints"
-    last_ckpt = ckpt_dir / "last.ckpt"
-    if resume and not last_ckpt.exists():
-        raise FileNotFoundError(f"cannot resume: {last_ckpt} does not exist")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    launched_rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))  # DDP ranks re-run this
-    if not resume and launched_rank == 0 and ckpt_dir.exists():
-        # a fresh run in a used folder: old checkpoints would otherwise be taken for this run's best/last
-        stale = sorted(ckpt_dir.glob("*.ckpt"))
-        if stale:
-            log.warning("%s: removing %d checkpoint(s) of an earlier run in this folder", run_dir, len(stale))
-            for path in stale:
-                path.unlink(missing_ok=True)
     save_yaml(config.to_dict(), run_dir / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -180,11 +172,13 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.monitor_mode, save_top_k=1,
         enable_version_counter=False,
     )
-    last_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="step", save_last=True, save_top_k=0,
+    last_cb = ModelCheckpoint(  # last.ckpt plus the two newest step checkpoints (a truncated last has a fallback)
+        dirpath=ckpt_dir, filename="step-{step}", save_last=True, save_top_k=2, monitor="step", mode="max",
         every_n_train_steps=config.checkpoint_every_n_steps or None, enable_version_counter=False,
     )
+    guard = NonFiniteGuard(config.nonfinite)
     cbs = [
+        guard,
         ExactResume(train_loader.batch_sampler),
         best_cb,
         last_cb,
@@ -205,7 +199,9 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         deterministic="warn" if config.deterministic else False,
         gradient_clip_val=config.gradient_clip or None,
         callbacks=cbs,
-        logger=CSVLogger(run_dir, name="", version=""),
+        logger=ResumableCSVLogger(  # a resumed run keeps the rows logged before its checkpoint
+            run_dir, name="", version="", keep_before_step=checkpoint_step(resume_path) if resume_path else None
+        ),
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -213,7 +209,7 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         log_every_n_steps=max(1, min(5, len(train_loader))),
         default_root_dir=run_dir,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume_path) if resume_path else None)
     if trainer.global_rank != 0:
         return RunResult({}, run_dir, module, bundle, time.time() - start)
 
@@ -227,8 +223,10 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         "epochs_trained": trainer.current_epoch,
         "seconds": round(time.time() - start, 2),
         "num_parameters": module.model.num_parameters(),
+        "nonfinite_steps_skipped": guard.skipped,
     }
     (run_dir / "metrics.json").write_text(json.dumps({**metrics, "info": metrics_info}, indent=2, default=float))
+    check_headline(metrics, task.monitor, str(run_dir))  # a NaN headline never ends as a success
     if config.plots:
         from emofusion.evaluation.plots import plot_run
 
