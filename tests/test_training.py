@@ -159,7 +159,7 @@ def test_overrides_and_yaml_numbers():
     assert RunConfig(lr="1e-4").lr == 1e-4
     with pytest.raises(ValueError, match="'batch_size' must be a number"):
         RunConfig(batch_size="many")
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="unknown config field .learning_rate."):
         RunConfig.from_dict({"learning_rate": 1})
 
 

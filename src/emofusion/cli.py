@@ -34,7 +34,11 @@ def _add_train(sub):
     p.add_argument("--max-epochs", type=int, help="maximum number of epochs (early stopping may end sooner)")
     p.add_argument("--seed", type=int, help="random seed (data order, initialisation, synthetic data)")
     p.add_argument("--output", help="run directory (default runs/MODEL-DATASET-seedS)")
-    p.add_argument("--config", help="YAML file with config fields; command-line values override it")
+    p.add_argument(
+        "--config",
+        help="YAML file, or the name of a shipped preset (e.g. rrnn_mosei; see configs/); command-line "
+        "values override it",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
@@ -44,7 +48,9 @@ def _add_train(sub):
 def build_config(args):
     from emofusion.training.config import RunConfig, apply_overrides, load_yaml
 
-    data = load_yaml(args.config) if args.config else {}
+    from emofusion.training.config_checks import resolve_config
+
+    data = load_yaml(resolve_config(args.config)) if args.config else {}
     flags = {
         "model": args.model,
         "dataset": args.dataset,
@@ -114,6 +120,7 @@ def cmd_evaluate(args) -> int:
 
     module = load_module(args.checkpoint)
     bundle, run = bundle_for_module(module, args.dataset, _dataset_options(args.overrides))
+    _check_same_task(module, bundle, args.checkpoint)
     metrics = evaluate_split(module, bundle, args.split, config=run)
     print_metrics({args.split if args.split != "val" else "val": metrics} if args.split in ("val", "test")
                   else {"test": metrics}, module.task.kind, title=f"{args.checkpoint} on {bundle.name}/{args.split}")
@@ -137,8 +144,10 @@ def cmd_predict(args) -> int:
 
     from emofusion.training.run import bundle_for_module, evaluate_split, load_module
 
+    _check_output_format(args.output)
     module = load_module(args.checkpoint)
     bundle, run = bundle_for_module(module, args.input, _dataset_options(args.overrides))
+    _check_same_task(module, bundle, args.checkpoint)
     _, out = evaluate_split(module, bundle, args.split, config=run, return_predictions=True)
     task = module.task
     preds = out["predictions"].reshape(len(out["ids"]), -1)
@@ -168,8 +177,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+PREDICTION_FORMATS = (".csv", ".json")
+
+
+def _check_output_format(output: str) -> None:
+    suffix = Path(output).suffix.lower()
+    if suffix not in PREDICTION_FORMATS:
+        raise ValueError(
+            f"--output {output}: predictions are written as .csv or .json, not {suffix or 'a file without suffix'}"
+            " (name the file p.csv; spreadsheets open CSV)"
+        )
+
+
+def _check_same_task(module, bundle, checkpoint) -> None:
+    """A checkpoint's outputs only mean something on data with the same kind of labels."""
+    a, b = module.task, bundle.task
+    if a.kind != b.kind or tuple(a.output_names) != tuple(b.output_names):
+        raise ValueError(
+            f"{checkpoint} predicts {a.kind} {list(a.output_names)}, but {bundle.name} has {b.kind} labels "
+            f"{list(b.output_names)}; use a checkpoint trained on this kind of labels"
+        )
+
+
 def _add_models(sub):
-    p = sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("models", help="list registered models, or one model's options (emofusion models NAME)")
+    p.add_argument("name", nargs="?", help="print this model's options with their defaults and help")
     p.add_argument("--params", action="store_true", help="also print parameter counts (MOSEI-sized inputs)")
     p.set_defaults(func=cmd_models)
 
@@ -177,6 +209,14 @@ def _add_models(sub):
 def cmd_models(args) -> int:
     from emofusion.models import MODELS, create_model
 
+    if args.name:
+        from emofusion.options import format_options
+
+        factory = MODELS.get(args.name)  # unknown names: the registry's "did you mean"
+        print(f"{args.name}: {MODELS.description(args.name)}")
+        print("options (model.NAME=VALUE):")
+        print("\n".join(format_options(factory)) or "  (none)")
+        return 0
     for name in MODELS.names():
         if not args.params:
             print(name)
@@ -231,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multimodal emotion and sentiment recognition: train, evaluate and compare fusion models "
         "on unaligned multi-rate text, audio and visual sequences.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks)")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of any error")
+    parser.add_argument("--version", action="version", version=f"emofusion {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets):
         add(sub)
@@ -240,9 +282,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from emofusion import __version__
+
+    return __version__
+
+
+def _parse(parser: argparse.ArgumentParser, argv):
+    """Like parse_args, but key=value overrides may come anywhere (``... data.n_train=60 --output X lr=1e-3``):
+    argparse only collects one contiguous group of positionals, the rest are appended here."""
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides"):
+        extra = [r for r in rest if "=" in r and not r.startswith("-")]
+        rest = [r for r in rest if r not in extra]
+        args.overrides = list(args.overrides or []) + extra
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input, not a bug: one line, exit 2 (--debug shows the traceback)."""
+    from emofusion.data.format_utils import DataFormatError
+
+    errors: list[type[BaseException]] = [DataFormatError, FileNotFoundError, IsADirectoryError,
+                                         NotADirectoryError, PermissionError, KeyError, ValueError]
+    try:
+        from emofusion.training.callbacks import NonFiniteError
+
+        errors.append(NonFiniteError)
+    except ImportError:  # torch missing: nothing of the training layer can have raised
+        pass
+    return tuple(errors)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -251,10 +327,14 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as err:
-        if args.verbose:
-            raise
-        print(f"emofusion {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if args.verbose or args.debug or not isinstance(err, _user_errors()):
+            raise  # a bug: the traceback is what a report needs
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        lines = str(message).strip().splitlines() or [type(err).__name__]
+        print(f"emofusion {args.command}: error: {lines[0]}", file=sys.stderr)
+        for line in lines[1:21]:  # multi-problem reports (folder check) keep their list
+            print(f"  {line.strip()}", file=sys.stderr)
         return 2
 
 

@@ -33,7 +33,15 @@ def load_dataset(spec: str, **options) -> DatasetBundle:
     """Load a dataset by name; ``options`` are the loader's keyword options (size, seed, modalities ...)."""
     name, arg = parse_dataset_name(spec)
     loader = DATASETS.get(name)
-    bundle = loader(arg, **options) if arg is not None else loader(**options)
+    try:
+        bundle = loader(arg, **options) if arg is not None else loader(**options)
+    except TypeError as err:
+        from emofusion.options import option_error
+
+        friendly = option_error("dataset", spec, loader, err, "data.")
+        if friendly is not None:
+            raise friendly from None
+        raise
     if not isinstance(bundle, DatasetBundle):
         raise TypeError(f"dataset loader {name!r} returned {type(bundle).__name__}, not a DatasetBundle")
     return bundle

@@ -19,4 +19,9 @@ def create_model(name: str, modality_dims: dict[str, int], task: TaskSpec, **kwa
     try:
         return factory(modality_dims=modality_dims, task=task, **kwargs)
     except TypeError as err:
+        from emofusion.options import option_error
+
+        friendly = option_error("model", name, factory, err, "model.")
+        if friendly is not None:
+            raise friendly from None
         raise TypeError(f"model {name!r}: {err}") from err

@@ -60,6 +60,9 @@ class RunConfig:
                     raise ValueError(f"config field {name!r} must be a number, got {value!r}") from None
         if isinstance(self.modalities, str):
             self.modalities = [m.strip() for m in self.modalities.split(",") if m.strip()]
+        from emofusion.training.config_checks import validate_config
+
+        validate_config(self)  # type and range of every field, named in the message
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +72,9 @@ class RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+            from emofusion.training.config_checks import unknown_fields_error
+
+            raise unknown_fields_error(unknown, known)
         return cls(**data)
 
 

@@ -272,6 +272,11 @@ def load_module(checkpoint: str | Path) -> EmoFusionModule:
             if candidate.exists():
                 path = candidate
                 break
+        else:
+            raise FileNotFoundError(
+                f"{checkpoint}: no checkpoint in this folder (looked for checkpoints/best.ckpt and last.ckpt); "
+                "give a run directory of `emofusion train` or a .ckpt file"
+            )
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     module = EmoFusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
