@@ -78,13 +78,33 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 9 and ckpt["emofusion_resume"]["batches_done"] == 3
 
+    # killed while writing last.ckpt: resume says so and falls back to the newest step checkpoint
+    steps = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("step-*.ckpt"))
+    assert steps == ["step-step=8.ckpt", "step-step=9.ckpt"], steps
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+
     resumed = _cli("train", "--resume", str(tmp_path / "cut"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "last.ckpt is unreadable" in resumed.stderr and "resuming from step-step=9.ckpt" in resumed.stderr
+    assert "not resumable" not in resumed.stderr  # the loader implements Lightning's stateful protocol
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     for split in ("val", "test"):
         for k, v in a[split].items():
             assert b[split][k] == pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True), (split, k)
+    # the per-epoch log survives the kill whole: same rows as the uninterrupted run
+    import csv
+
+    rows_a = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    assert [(r["epoch"], r["step"]) for r in rows_b] == [(r["epoch"], r["step"]) for r in rows_a]
+    epoch_rows = [r for r in rows_a if r.get("val/mae")]
+    assert len(epoch_rows) == 3  # epochs 0, 1, 2 each validated
+    for ra, rb in zip(rows_a, rows_b):
+        for k, v in ra.items():
+            if v and k != "train/loss_epoch":  # the epoch mean of the killed epoch counts resumed batches only
+                assert float(rb[k]) == pytest.approx(float(v), rel=1e-5), (k, ra["step"])
 
 
 def test_ddp_two_processes_end_with_identical_weights(tmp_path):
@@ -188,3 +208,76 @@ def test_rerun_in_same_folder_replaces_checkpoints(tmp_path):
     assert evaluate_split(load_module(out), second.bundle, "test")["mae"] == pytest.approx(
         second.metrics["test"]["mae"], rel=1e-6
     )
+
+
+def _tiny_cfg(tmp_path, name="r", **kw):
+    opts = apply_overrides({}, TINY)["dataset_options"]
+    base = dict(model="early_fusion_lstm", dataset="synthetic", dataset_options=opts, max_epochs=2, progress=False,
+                plots=False, output=str(tmp_path / name), model_options={"hidden_dim": 4, "head_dim": 4},
+                checkpoint_every_n_steps=1, batch_size=16)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_failed_rerun_keeps_the_earlier_run(tmp_path):
+    out = tmp_path / "r"
+    train_run(_tiny_cfg(tmp_path, max_epochs=1))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any(str(p).startswith("checkpoints") for p in before)
+    with pytest.raises(FileNotFoundError):  # the new run fails while loading its data
+        train_run(_tiny_cfg(tmp_path, dataset=f"mmsa:{tmp_path / 'missing.pkl'}", dataset_options={}))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # every file of the earlier run, byte for byte
+    assert not (tmp_path / "r.previous").exists()
+    # a successful re-run replaces it and leaves no backup behind
+    train_run(_tiny_cfg(tmp_path, max_epochs=1, seed=3))
+    assert not (tmp_path / "r.previous").exists()
+    assert RunConfig.from_dict(__import__("yaml").safe_load((out / "config.yaml").read_text())).seed == 3
+
+
+class _PoisonGradients(__import__("lightning").Callback):
+    """Makes one parameter's gradient NaN at one step (a degenerate batch)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.global_step == self.step:
+            next(p for p in pl_module.parameters() if p.grad is not None).grad.fill_(float("nan"))
+
+
+def test_nonfinite_gradients_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    from emofusion.training.callbacks import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"step 3 .*non-finite gradients.*weights were not updated.*last\.ckpt"):
+        train_run(_tiny_cfg(tmp_path), callbacks=[_PoisonGradients(3)])
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    # the CLI prints it as one line, exit 2
+    assert "nonfinite=skip" in str(NonFiniteError("x nonfinite=skip"))
+
+
+def test_nonfinite_skip_counts_the_skipped_step(tmp_path):
+    result = train_run(_tiny_cfg(tmp_path, nonfinite="skip"), callbacks=[_PoisonGradients(3)])
+    info = json.loads((tmp_path / "r" / "metrics.json").read_text())["info"]
+    assert info["nonfinite_steps_skipped"] == 1
+    assert all(torch.isfinite(p).all() for p in result.module.parameters())
+    assert np.isfinite(result.metrics["test"]["mae"])
+
+
+def test_nan_headline_metric_never_exits_zero(tmp_path, monkeypatch, capsys):
+    from emofusion.training import run as run_module
+
+    real = run_module.compute_metrics
+
+    def nan_mae(task, predictions, labels):
+        return {**real(task, predictions, labels), "mse": float("nan")}
+
+    monkeypatch.setattr(run_module, "compute_metrics", nan_mae)
+    code = main(["train", "--model", "mean", "--dataset", "synthetic", "--max-epochs", "1", "--quiet",
+                 "--output", str(tmp_path / "n"), "plots=false", *TINY])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "headline metric not finite (val/mse = nan" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "n" / "metrics.json").exists()  # what was computed is kept

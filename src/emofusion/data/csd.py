@@ -345,10 +345,13 @@ def load_csd(
         raise ValueError("csd: align='words' needs the text (word vector) sequence")
     # segments: (video, label row) for videos present in labels and every modality (exact ids)
     present = set(lab.keys())
+    dropped = {}  # counted in data_report.json ("dropped"): labelled videos a modality does not have
     for m, s in seqs.items():
         missing = present - set(s.keys())
         if missing:
             log.warning("csd: %d labelled videos missing from %s (%s): skipped", len(missing), m, s.path)
+            dropped[f"videos_missing_from_{m}"] = {"count": len(missing), "file": str(s.path),
+                                                   "examples": sorted(missing)[:5]}
         present &= set(s.keys())
     check_disjoint(fold, "csd: folds")  # also the SDK's own folds
     index = {"train": [], "val": [], "test": []}
@@ -392,6 +395,7 @@ def load_csd(
         "epsilon": epsilon,
         "sequences": {m: str(s.path) for m, s in seqs.items()},
         "labels": str(lab.path),
+        "dropped": dropped,
     }
     return DatasetBundle(f"csd:{folder}", task, splits["train"], splits["val"], splits["test"], dims, info)
 

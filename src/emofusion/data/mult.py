@@ -24,7 +24,13 @@ from emofusion.data.dataset import DatasetBundle
 from emofusion.data.format_utils import DataFormatError, as_bool, check_finite, limit_count, parse_modalities
 from emofusion.data.mmsa import as_ids, check_unique, features_of, get_split, load_pickle, trim
 from emofusion.data.registry import register_dataset
-from emofusion.data.validation import check_disjoint, check_split_dims, check_task_labels, require_numeric
+from emofusion.data.validation import (
+    check_disjoint,
+    check_labels,
+    check_split_dims,
+    check_task_labels,
+    require_numeric,
+)
 from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec, emotion_intensity_task, sentiment_task
 
 IEMOCAP_MULT_EMOTIONS = ("neutral", "happy", "sad", "angry")
@@ -90,15 +96,17 @@ def load_mult(
         d = get_split(data, path, split)
         if "labels" not in d:
             raise DataFormatError(f"{path}: split {split!r} has no 'labels'")
-        t, y = mult_labels(d["labels"], target, f"{path}: split {split!r}")
+        raw_labels = require_numeric(d["labels"], f"{path}: split {split!r}", "labels")
+        ids = as_ids(d.get("id"), len(raw_labels), split)
+        if len(set(ids)) != len(ids):  # MulT's MOSEI ids repeat per video: disambiguate by row
+            ids = [f"{x}#{i}" for i, x in enumerate(ids)]
+        check_labels(raw_labels.reshape(len(raw_labels), -1), f"{path}: split {split!r} labels", ids)  # finite
+        t, y = mult_labels(raw_labels, target, f"{path}: split {split!r}")
         if task is not None and t != task:
             raise DataFormatError(f"{path}: split {split!r} labels imply {t.kind}, other splits {task.kind}")
         task = t
         n = len(y)
         feats = features_of(d, path, split, wanted, n, nonfinite)
-        ids = as_ids(d.get("id"), n, split)
-        if len(set(ids)) != len(ids):  # MulT's MOSEI ids repeat per video: disambiguate by row
-            ids = [f"{x}#{i}" for i, x in enumerate(ids)]
         check_unique(ids, path, split)
         check_task_labels(y, task, f"{path}: split {split!r} labels", ids)
         all_ids[split] = ids

@@ -100,6 +100,8 @@ def prepare_data(config: RunConfig, hygiene_state: dict | None = None) -> tuple[
             log.warning("%d bad %s samples skipped, first: %s", len(problems), split, problems[0])
             report["skipped"][split] = problems
             bundle = replace(bundle, **{split: ds})
+    if bundle.info.get("dropped"):  # samples a reader left out on purpose, counted (e.g. csd: no audio)
+        report["dropped"] = bundle.info["dropped"]
     if hygiene_state is None:
         hygiene_state = fit_hygiene(bundle.train, bundle.modalities, config.standardize, config.drop_constant)
     bundle = apply_hygiene(bundle, hygiene_state)
