@@ -31,6 +31,9 @@ class FusionModel(nn.Module):
     supports_modality_subsets: bool = True
     # the smallest number of modalities the model can run on
     min_modalities: int = 1
+    # figures the reporting layer draws after a run, as "package.module:function" names called with
+    # (lightning module, dataset bundle, plots dir) -> list of paths (see emofusion.evaluation.plots.plot_run)
+    extra_plots: tuple[str, ...] = ()
 
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec):
         super().__init__()
