@@ -22,7 +22,6 @@ Interpretation choices (also in docs/models/delta_attention.md):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -484,7 +483,8 @@ def _head(in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
 
 # ----------------------------------------------------------------------------------------------------------
 # staged training (paper 002, Table 1): each module trained separately, its outputs saved, the next one
-# trained on the saved outputs. Every stage is an ordinary engine run (emofusion.training.train_run).
+# trained on the saved outputs. The protocol itself (emofusion.training.protocols.train_staged) chains
+# ordinary engine runs; this module keeps the paper's settings and the saved-output dataset.
 
 # Table 1 of the paper (Adam): epochs, learning rate, mini-batch size, weight decay per module
 TABLE1 = {
@@ -579,126 +579,3 @@ def _merge_by_id(parts: list[list[Sample]]) -> list[Sample]:
             feats.update(idx[s.id].features)
         merged.append(Sample(s.id, feats, s.label, s.speaker, s.conversation))
     return merged
-
-
-def train_staged(
-    dataset: str = "synthetic",
-    dataset_options: dict | None = None,
-    modalities: list[str] | None = None,
-    model_options: dict | None = None,
-    stages: dict | None = None,
-    seed: int = 0,
-    output: str | Path = "runs/delta_attention_staged",
-    threads: int | None = 1,
-    patience: int = 5,
-    loss: str | None = None,
-) -> dict:
-    """Paper 002's staged training (Table 1), built on :func:`emofusion.training.train_run`.
-
-    1. ``selfattn_<m>``: each unimodal delta self-attention module with its own head, on the task loss.
-    2. ``dcca``: the DCCA encoders on the saved ``Y_M`` with the correlation loss only (eq. 13); a linear
-       probe on the detached pooled ``Yhat`` is fitted alongside (it gives Table 2's DCCA row).
-    3. ``crossattn``: the fused attention + head (eq. 14-17) on the saved ``[Yhat_M; Y_M]``.
-
-    ``stages`` overrides Table 1 per stage (e.g. ``{"dcca": {"lr": 1e-3}}``). Returns the metrics of every
-    stage and the paths of the saved outputs; the stage-3 metrics are those of the whole staged model.
-    """
-    from emofusion.training import RunConfig, train_run
-
-    output = Path(output)
-    opts = {k: v for k, v in (model_options or {}).items() if k not in ("variant", "modality", "input_stage")}
-    hp = {k: dict(v) for k, v in TABLE1.items()}
-    for k, v in (stages or {}).items():
-        hp.setdefault(k, {}).update(v)
-    common = dict(
-        seed=seed,
-        threads=threads,
-        patience=patience,
-        progress=False,
-        plots=False,
-        loss=loss,
-    )
-    results: dict = {"stages": {}, "outputs": {}}
-
-    # stage 1: unimodal modules, one engine run per modality
-    if modalities is None:
-        from emofusion.data import load_dataset
-
-        modalities = list(load_dataset(dataset, **(dataset_options or {})).modality_dims)
-    per_mod: dict[str, dict[str, list[Sample]]] = {}
-    task = None
-    for m in modalities:
-        key = f"selfattn_{m}" if f"selfattn_{m}" in hp else "selfattn_text"
-        cfg = RunConfig(
-            model="delta_attention",
-            dataset=dataset,
-            modalities=[m],
-            dataset_options=dataset_options or {},
-            model_options={**opts, "variant": "unimodal"},
-            output=str(output / f"stage1_{m}"),
-            **common,
-            **hp[key],
-        )
-        res = train_run(cfg)
-        results["stages"][f"selfattn_{m}"] = res.metrics
-        task = res.bundle.task
-        model = res.module.model.eval()
-        per_mod[m] = {
-            split: _stage_outputs(
-                lambda x, model=model: model.encode_unimodal(x)[0], res.bundle.split(split), [m]
-            )
-            for split in ("train", "val", "test")
-        }
-    d_o = opts.get("d_o", 128)
-    d_r = opts.get("d_r", 16)
-    splits = {
-        split: _merge_by_id([per_mod[m][split] for m in modalities]) for split in ("train", "val", "test")
-    }
-    file1 = save_stage_outputs(output / "stage1_outputs.pt", task, {m: d_o for m in modalities}, splits)
-    results["outputs"]["stage1"] = str(file1)
-
-    # stage 2: DCCA on the saved representations (correlation objective only)
-    cfg = RunConfig(
-        model="delta_attention",
-        dataset=f"paper002-saved:{file1}",
-        modalities=modalities,
-        model_options={**opts, "variant": "dcca", "input_stage": "representation", "dcca_task_grad": False},
-        output=str(output / "stage2_dcca"),
-        standardize=False,
-        drop_constant=False,
-        **common,
-        **hp["dcca"],
-    )
-    res = train_run(cfg)
-    results["stages"]["dcca"] = res.metrics
-    model = res.module.model.eval()
-
-    def correlated(inputs, model=model):
-        masks = {m: inputs[m].mask for m in modalities}
-        ys = {m: inputs[m].values for m in modalities}
-        yhats = model.encode_dcca(ys, masks)
-        return {m: torch.cat([yhats[m], ys[m]], dim=-1) for m in modalities}
-
-    splits2 = {split: _stage_outputs(correlated, res.bundle.split(split), modalities) for split in splits}
-    file2 = save_stage_outputs(
-        output / "stage2_outputs.pt", task, {m: d_r + d_o for m in modalities}, splits2
-    )
-    results["outputs"]["stage2"] = str(file2)
-
-    # stage 3: fused attention + softmax / regression head on the saved correlated features
-    cfg = RunConfig(
-        model="delta_attention",
-        dataset=f"paper002-saved:{file2}",
-        modalities=modalities,
-        model_options={**opts, "variant": "full", "input_stage": "correlated"},
-        output=str(output / "stage3_crossattn"),
-        standardize=False,
-        drop_constant=False,
-        **common,
-        **hp["crossattn"],
-    )
-    res = train_run(cfg)
-    results["stages"]["crossattn"] = res.metrics
-    results["metrics"] = res.metrics
-    (output / "staged_metrics.json").write_text(json.dumps(results, indent=2, default=float))
-    return results
