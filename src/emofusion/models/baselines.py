@@ -19,6 +19,8 @@ class MeanBaseline(FusionModel):
     With an L2 loss it converges to the training mean intensity, with L1 to the median; its inputs are ignored.
     """
 
+    default_absent = "zeros"  # reads no inputs: no absent tokens
+
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec, init: list[float] | None = None):
         super().__init__(modality_dims, task)
         start = torch.zeros(self.output_dim) if init is None else torch.as_tensor(init, dtype=torch.float32)
