@@ -203,6 +203,10 @@ def _train_and_evaluate(job: Job) -> dict:
     start = time.perf_counter()
     result = train_run(config)
     train_seconds = time.perf_counter() - start
+    if config.plots:
+        from emofusion.evaluation.plots import plot_run
+
+        plot_run(result.run_dir, result.module, result.bundle, config)
     evaluations: dict[str, dict] = {}
     bundle = result.bundle  # with the run's hygiene (standardisation) applied: perturb what the model sees
     for key, spec in job.perturbations.items():
@@ -220,6 +224,9 @@ def _train_and_evaluate(job: Job) -> dict:
         "seed": job.seed,
         "metrics": {k: dict(v) for k, v in (result.metrics or {}).items()},
         "evaluations": evaluations,
+        # closed-form trivial baselines of the same dataset and split ({split: {name: metrics}})
+        "baselines": getattr(result, "baselines", {}) or {},
+        "info": getattr(result, "info", {}) or {},
         "train_seconds": train_seconds,
         "run_dir": str(getattr(result, "run_dir", job.run_dir)),
     }

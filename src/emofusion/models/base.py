@@ -36,6 +36,9 @@ class FusionModel(nn.Module):
     ABSENT_MODES = ("token", "zeros")
     # constant predictors (no inputs read) keep no absent tokens
     default_absent: str = "token"
+    # figures the reporting layer draws after a run, as "package.module:function" names called with
+    # (lightning module, dataset bundle, plots dir) -> list of paths (see emofusion.evaluation.plots.plot_run)
+    extra_plots: tuple[str, ...] = ()
 
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec):
         super().__init__()
