@@ -153,3 +153,14 @@ def test_a_model_declares_its_extra_plots(tmp_path):
     result.module.model.extra_plots = ("emofusion.evaluation.rmfn_plots",)  # no ":function"
     with pytest.raises(ValueError, match="package.module:function"):
         plot_run(result.run_dir, result.module, result.bundle, cfg)
+
+
+def test_sentiment_binary_metrics_name_their_convention():
+    from emofusion.evaluation.metrics import sentiment_metrics
+
+    y = np.array([-2.0, 0.0, 0.0, 1.0, 2.5, -0.5])
+    p = np.array([-1.0, 0.5, -0.2, 0.2, 1.0, 0.3])
+    m = sentiment_metrics(p, y)
+    assert "acc2" not in m and "f1" not in m
+    assert m["acc2_has0"] == pytest.approx(4 / 6)  # >= 0 vs < 0 over all six (MMSA Has0_acc_2)
+    assert m["acc2_non0"] == pytest.approx(3 / 4)  # the two zeros dropped (MMSA Non0_acc_2)

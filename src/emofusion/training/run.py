@@ -212,7 +212,8 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         cbs.append(FaultInjection(int(os.environ["EMOFUSION_FAULT_AT_STEP"])))
     cbs += callbacks or []
     trainer = L.Trainer(
-        max_epochs=budget.max_epochs,
+        # a step budget still gets an epoch count (the progress bar shows "Epoch e/E", not "/-2")
+        max_epochs=budget.max_epochs if budget.max_epochs >= 0 else -(-budget.max_steps // budget.steps_per_epoch),
         max_steps=budget.max_steps,
         min_steps=budget.min_steps,
         val_check_interval=budget.val_every_n_steps,
