@@ -183,6 +183,12 @@ def _cached(job: Job) -> dict | None:
 
 def _train_and_evaluate(job: Job) -> dict:
     """Train one run and evaluate it clean and under each perturbation (the engine does the work)."""
+    if "runner" in job.config:
+        # a cell trained by something else (a peer library's models): "package.module:function"(job) -> record
+        import importlib
+
+        module, _, func = job.config["runner"].partition(":")
+        return getattr(importlib.import_module(module), func)(job)
     import torch
 
     from emofusion.training import RunConfig, train_run

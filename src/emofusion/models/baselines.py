@@ -22,6 +22,8 @@ class MeanBaseline(FusionModel):
     closed-form ones of :mod:`emofusion.evaluation.baselines`, not this model.
     """
 
+    default_absent = "zeros"  # reads no inputs: no absent tokens
+
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec, init: list[float] | None = None):
         super().__init__(modality_dims, task)
         start = torch.zeros(self.output_dim) if init is None else torch.as_tensor(init, dtype=torch.float32)

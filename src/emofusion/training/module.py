@@ -31,7 +31,7 @@ class EmoFusionModule(L.LightningModule):
         self.save_hyperparameters()
         self.task = TaskSpec.from_dict(task)
         self.model = create_model(model_name, dict(modality_dims), self.task, **(model_options or {}))
-        self.loss_name = loss or default_loss(self.task)
+        self.loss_name = loss or getattr(self.model, "default_loss", None) or default_loss(self.task)
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.last_metrics: dict[str, dict[str, float]] = {}
         # set by the run engine (not a hyperparameter: inference does not need it); see configure_optimizers
@@ -47,7 +47,9 @@ class EmoFusionModule(L.LightningModule):
         return self.model({m: batch.inputs[m] for m in self.modalities})
 
     def _loss(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = task_loss(self.loss_name, self.task, output.prediction, batch.labels, batch.label_mask)
+        loss = task_loss(
+            self.loss_name, self.task, output.prediction, batch.labels, batch.label_mask, output.extras
+        )
         total = loss
         for aux in output.aux_losses.values():
             total = total + aux
