@@ -40,8 +40,8 @@ EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.yaml"
 
 # target file -> focused tests (the tests that pin its equations; fast ones first so -x stops early)
 TARGETS: dict[str, list[str]] = {
-    "emofusion/evaluation/metrics.py": ["tests/test_metrics.py", "tests/test_metrics_mutants.py"],
-    "emofusion/data/alignment.py": ["tests/test_alignment.py", "tests/test_alignment_mutants.py"],
+    "emofusion/evaluation/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
+    "emofusion/data/alignment.py": ["tests/test_alignment_mutants.py", "tests/test_alignment.py"],
     "emofusion/models/rrnn.py": ["tests/test_equations_rrnn.py", "tests/test_rrnn.py"],
     "emofusion/models/rmfn.py": ["tests/test_equations_rmfn.py", "tests/test_rmfn.py"],
     "emofusion/models/mult.py": ["tests/test_equations_mult.py", "tests/test_mult.py"],
@@ -512,6 +512,8 @@ def main(argv=None) -> int:
         return 0
 
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # SIGTERM -> SystemExit so that the children are killed and the worker copies removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     preimport(targets)
 
     t_start = time.time()
