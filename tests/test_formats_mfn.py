@@ -124,3 +124,37 @@ def test_real_youtube_missing_modalities():
     assert b.info["empty_modality_counts"]["train"] == {"audio": 125, "visual": 129}
     with pytest.raises(DataFormatError, match="train"):
         load_dataset(f"mfn:{MFN / 'youtube'}", modalities="text")
+
+
+def _mfn_with_labels(root, labels):
+    rng = np.random.default_rng(0)
+    for split, y in labels.items():
+        n = len(y)
+        for name, dim in (("audio", 4), ("video", 3)):
+            with h5py.File(root / f"{name}_{split}.h5", "w") as f:
+                f.create_dataset("d1", data=rng.normal(size=(n, 20, dim)) + 3)
+        with h5py.File(root / f"y_{split}.h5", "w") as f:
+            f.create_dataset("d1", data=y)
+
+
+def test_mfn_multi_output_regression_labels(tmp_path):
+    """[N, K] labels (the speaker-trait layout) are K regression outputs, ranges from every split's data."""
+    rng = np.random.default_rng(1)
+    y = {s: rng.uniform(1.2, 6.7, (n, 5)) for s, n in (("train", 6), ("valid", 3), ("test", 3))}
+    y["test"][0, 4] = 7.0  # the range covers the test split too (rounded out to whole points)
+    _mfn_with_labels(tmp_path, y)
+    b = load_dataset(f"mfn:{tmp_path}")
+    assert b.task.kind == "multi_regression" and b.task.output_dim == 5
+    assert b.task.extra["ranges"][4] == [1.0, 7.0]
+    assert np.allclose(b.test[0].label, y["test"][0])
+    b = load_dataset(f"mfn:{tmp_path}", label_range="[0, 10]")
+    assert b.task.extra["ranges"] == [[0.0, 10.0]] * 5
+    with pytest.raises(DataFormatError, match=r"y_test\.h5: sample 'test/0' \(#0\) has label 7 in column 4, outside"):
+        load_dataset(f"mfn:{tmp_path}", label_range=[1, 6.9])
+    with pytest.raises(DataFormatError, match="labels=classes needs one-hot"):
+        load_dataset(f"mfn:{tmp_path}", labels="classes")
+    # [N, 3] one-hot stays YouTube's 3 classes; labels=regression reads it as 3 outputs
+    onehot = {s: np.eye(3)[np.arange(n) % 3] for s, n in (("train", 6), ("valid", 3), ("test", 3))}
+    _mfn_with_labels(tmp_path, onehot)
+    assert load_dataset(f"mfn:{tmp_path}").task.kind == "classification"
+    assert load_dataset(f"mfn:{tmp_path}", labels="regression").task.kind == "multi_regression"
