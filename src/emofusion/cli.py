@@ -47,7 +47,6 @@ def _add_train(sub):
 
 def build_config(args):
     from emofusion.training.config import RunConfig, apply_overrides, load_yaml
-
     from emofusion.training.config_checks import resolve_config
 
     data = load_yaml(resolve_config(args.config)) if args.config else {}

@@ -18,15 +18,18 @@ import csv
 import logging
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader
 
 log = logging.getLogger("emofusion")
+# a resumed run writes into its own checkpoint folder (a fresh run's folder is new: protected_run_dir)
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 BACKUP_SUFFIX = ".previous"
 # files that make a folder "an earlier run" (a folder with only unrelated files is used as it is)
