@@ -106,7 +106,7 @@ def resume_checkpoint(run_dir: Path) -> Path:
             if problems:
                 log.warning("resume: %s; resuming from %s", "; ".join(problems), path.name)
             return path
-        problems.append(f"{path.name} is unreadable ({why})")
+        problems.append(f"{path.name} is unreadable, truncated or corrupt ({why})")
     if not candidates:
         raise ResumeError(f"cannot resume: no last.ckpt or step-*.ckpt in {ckpt_dir}")
     raise ResumeError(f"cannot resume from {ckpt_dir}: {'; '.join(problems)}")
