@@ -89,6 +89,10 @@ def collect_options(factory: Callable) -> dict[str, tuple[object, str]]:
     return {n: (d, _help_for(n, docs)) for n, (d, _) in out.items()}
 
 
+class UnknownOptionError(ValueError, TypeError):
+    """An option name the model/dataset does not take (a TypeError too: Python's own error for it)."""
+
+
 def unknown_names(err: Exception) -> list[str]:
     msg = str(err)
     found = _UNEXPECTED.findall(msg)
@@ -97,7 +101,7 @@ def unknown_names(err: Exception) -> list[str]:
     return found
 
 
-def option_error(kind: str, name: str, factory: Callable, err: Exception, prefix: str) -> ValueError | None:
+def option_error(kind: str, name: str, factory: Callable, err: Exception, prefix: str) -> UnknownOptionError | None:
     """A ValueError naming the unknown option(s), the closest valid one and every valid one; None when
     ``err`` is not about an unknown option."""
     bad = unknown_names(err)
@@ -109,7 +113,7 @@ def option_error(kind: str, name: str, factory: Callable, err: Exception, prefix
         close = difflib.get_close_matches(b, valid, n=1, cutoff=0.6)
         hints.append(f"{prefix}{b}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
     listed = ", ".join(valid) if valid else "none"
-    return ValueError(f"{kind} {name!r}: unknown option {', '.join(hints)}; valid options: {listed}")
+    return UnknownOptionError(f"{kind} {name!r}: unknown option {', '.join(hints)}; valid options: {listed}")
 
 
 def format_options(factory: Callable) -> list[str]:
