@@ -25,7 +25,7 @@ def _env():
 
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "emofusion.cli", *args], capture_output=True, text=True,
-                          env=env or _env(), timeout=300)
+                          env=env or _env(), timeout=900)  # generous: CI boxes can be loaded
 
 
 def test_train_writes_run_directory(tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
 def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path)],
-                          capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, env=_env(), timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
