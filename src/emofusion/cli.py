@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import json
 import logging
@@ -13,7 +12,8 @@ from pathlib import Path
 # Commands contributed by other modules: each module defines ``register_cli(subparsers)``, which adds its
 # sub-parser and sets ``func`` (a callable taking the parsed args and returning an exit code).
 EXTRA_COMMANDS: list[str] = ["emofusion.data.commands", "emofusion.evaluation.attention_plots",
-                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid"]
+                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid",
+                            "emofusion.features.commands"]  # extract, predict, export
 
 
 def _add_train(sub):
@@ -122,52 +122,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _add_predict(sub):
-    p = sub.add_parser("predict", help="write predictions of a checkpoint for a dataset split")
-    p.add_argument("checkpoint", help="a .ckpt file or a run directory")
-    p.add_argument("input", help="dataset name to predict on (e.g. folder:PATH, synthetic)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--output", required=True, help="CSV file (or .json) to write")
-    p.add_argument("overrides", nargs="*", help="data.OPTION=value dataset options")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args) -> int:
-    import numpy as np
-
-    from emofusion.training.run import bundle_for_module, evaluate_split, load_module
-
-    module = load_module(args.checkpoint)
-    bundle, run = bundle_for_module(module, args.input, _dataset_options(args.overrides))
-    _, out = evaluate_split(module, bundle, args.split, config=run, return_predictions=True)
-    task = module.task
-    preds = out["predictions"].reshape(len(out["ids"]), -1)
-    rows = []
-    for sample_id, p in zip(out["ids"], preds):
-        row = {"id": sample_id}
-        if task.kind == "classification":
-            prob = np.exp(p - p.max())
-            prob /= prob.sum()
-            row["predicted"] = task.output_names[int(p.argmax())]
-            row.update({f"p_{n}": float(v) for n, v in zip(task.output_names, prob)})
-        elif task.kind == "multilabel_binary":
-            row.update({f"p_{n}": float(1 / (1 + np.exp(-v))) for n, v in zip(task.output_names, p)})
-        else:
-            row.update({n: float(v) for n, v in zip(task.output_names, p)})
-        rows.append(row)
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".json":
-        path.write_text(json.dumps(rows, indent=1))
-    else:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"wrote {len(rows)} predictions to {path}")
-    return 0
-
-
 def _add_models(sub):
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--params", action="store_true", help="also print parameter counts (MOSEI-sized inputs)")
@@ -233,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets):
+    for add in (_add_train, _add_evaluate, _add_models, _add_datasets):
         add(sub)
     for module_name in EXTRA_COMMANDS:
         importlib.import_module(module_name).register_cli(sub)

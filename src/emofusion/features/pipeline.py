@@ -152,9 +152,10 @@ def extractor_info(settings: ExtractSettings) -> dict:
     return info
 
 
-def extract_file(path: str | Path, settings: ExtractSettings) -> dict:
+def extract_file(path: str | Path, settings: ExtractSettings, transcript: str | None = None) -> dict:
     """Every modality of one media file: ``{"sequences": {m: (intervals, features)}, "words", "segments",
-    "duration", "report"}``. Raises :class:`MediaError` (or another error naming the file) when broken."""
+    "duration", "report"}``. ``transcript``: the known text (else a .txt/.srt beside the file is used).
+    Raises :class:`MediaError` (or another error naming the file) when broken."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -184,11 +185,12 @@ def extract_file(path: str | Path, settings: ExtractSettings) -> dict:
         report["seconds_audio"] = time.perf_counter() - t0
     words, segments = [], []
     if settings.words and audio is not None:
-        from emofusion.features.words import WordSettings, extract_words, read_transcript
+        from emofusion.features.words import Transcript, WordSettings, extract_words, read_transcript
 
         t0 = time.perf_counter()
         ws = WordSettings(mode=settings.words, **settings.word_options)
-        words, segments, wreport = extract_words(audio, read_transcript(path), ws, settings.sample_rate)
+        known = Transcript("given", [(None, transcript)]) if transcript else read_transcript(path)
+        words, segments, wreport = extract_words(audio, known, ws, settings.sample_rate)
         report["words"] = wreport
         report["seconds_words"] = time.perf_counter() - t0
         if settings.text == "glove":
@@ -269,12 +271,12 @@ def _is_done(out: Path, fid: str, sha: str, settings: ExtractSettings) -> bool:
 
 def _work(args) -> tuple[str, str | None, float]:
     """Worker: extract one file into the cache. Returns (id, error or None, seconds)."""
-    out, fid, source, sha, settings_dict = args
+    out, fid, source, sha, settings_dict, transcript = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = ExtractSettings.from_dict(settings_dict)
     t0 = time.perf_counter()
     try:
-        res = extract_file(source, settings)
+        res = extract_file(source, settings, transcript)
         _save_result(Path(out), fid, Path(source), sha, settings, res)
         return fid, None, time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001  (a broken file is reported and skipped, never fatal)
@@ -298,11 +300,16 @@ class ExtractionResult:
 
 
 def extract(inp, out, settings: ExtractSettings | None = None, jobs: int | None = None, progress: bool = True,
-            labels: str | Path | None = None, strict: bool = False) -> ExtractionResult:
-    """Extract every media file under ``inp`` into ``out`` and write the csd files and datasets."""
+            labels: str | Path | None = None, strict: bool = False, files: list[Path] | None = None,
+            transcripts: dict[str, str] | None = None) -> ExtractionResult:
+    """Extract every media file under ``inp`` (or the given ``files`` under it) into ``out`` and write the
+    csd files and datasets. ``transcripts``: known text per media path (dataset recipes)."""
     settings = settings or ExtractSettings()
     extractors = extractor_info(settings)  # validates the settings before any work
-    root, files = media_files(inp)
+    if files is None:
+        root, files = media_files(inp)
+    else:
+        root, files = Path(inp), [Path(f) for f in files]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -323,7 +330,7 @@ def extract(inp, out, settings: ExtractSettings | None = None, jobs: int | None 
         if _is_done(out, fid, shas[fid], settings):
             skipped.append(fid)
         else:
-            todo.append((str(out), fid, str(f), shas[fid], settings.to_dict()))
+            todo.append((str(out), fid, str(f), shas[fid], settings.to_dict(), (transcripts or {}).get(str(f))))
     failed: dict[str, str] = {str(f): "unreadable file" for fid, f in zip(ids, files) if shas[fid] is None}
     jobs = max(1, min(jobs or min(2, os.cpu_count() or 1), len(todo) or 1))
     _run(todo, jobs, progress, failed)

@@ -229,6 +229,9 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         "num_parameters": module.model.num_parameters(),
     }
     (run_dir / "metrics.json").write_text(json.dumps({**metrics, "info": metrics_info}, indent=2, default=float))
+    from emofusion.pretrained import save_pretrained
+
+    save_pretrained(module, run_dir / "model", metrics={**metrics, "info": metrics_info})  # self-contained copy
     if config.plots:
         from emofusion.evaluation.plots import plot_run
 
@@ -265,6 +268,10 @@ def _recorded_best(run_dir: Path) -> Path | None:
 
 def load_module(checkpoint: str | Path) -> EmoFusionModule:
     path = Path(checkpoint)
+    from emofusion.pretrained import from_pretrained, is_pretrained_dir
+
+    if is_pretrained_dir(path):  # a self-contained model folder (emofusion export --format pretrained)
+        return from_pretrained(path)
     if path.is_dir():
         candidates = [path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"]
         recorded = _recorded_best(path)
