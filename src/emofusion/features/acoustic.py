@@ -81,7 +81,13 @@ def _pitch(frames: np.ndarray, sr: int, s: AcousticSettings) -> tuple[np.ndarray
     r = acf / np.maximum(acf[:, :1], 1e-12) / np.maximum(wacf / wacf[0], 1e-3)
     lo, hi = int(sr / s.f0_max), min(int(sr / s.f0_min), n // 2)
     seg = r[:, lo:hi]
-    k = seg.argmax(1)
+    best = seg.max(1)
+    # octave cost: the shortest lag whose local peak is within 10% of the best (a periodic signal's ACF
+    # peaks again at 2T, 3T ...; the window correction can make those marginally higher)
+    local = np.zeros_like(seg, dtype=bool)
+    local[:, 1:-1] = (seg[:, 1:-1] >= seg[:, :-2]) & (seg[:, 1:-1] >= seg[:, 2:])
+    cand = local & (seg >= 0.9 * best[:, None])
+    k = np.where(cand.any(1), cand.argmax(1), seg.argmax(1))
     peak = seg[np.arange(len(seg)), k]
     # parabolic interpolation of the peak lag
     lag = (k + lo).astype(np.float64)

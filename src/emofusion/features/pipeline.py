@@ -426,7 +426,8 @@ def segment_samples(res: dict, view: str) -> list[dict]:
             raise ValueError("the 'words' view needs the text (words) modality")
         ref = {"f": seqs["text"]}
         others = {m: {"f": seqs[m]} for m in seqs if m != "text" and len(seqs[m][0])}
-        _, aligned, _ = align_sdk(ref, others) if others else ({}, {}, {})
+        has_words = len(seqs["text"][0]) > 0
+        _, aligned, _ = align_sdk(ref, others) if others and has_words else ({}, {}, {})
     word_iv = np.asarray(seqs["text"][0]) if "text" in seqs else np.zeros((0, 2))
     for start, end, text in segs:
         sample = {"features": {}, "intervals": {}, "span": (float(start), float(end)), "text": text}

@@ -103,8 +103,11 @@ def _segments(decoder, offset: float) -> list[Word]:
     return out
 
 
-def _pcm(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
+def _pcm(x: np.ndarray, dither: float = 1e-3) -> bytes:
+    # dither (-60 dBFS, seeded): stretches of digital silence (exact zeros) make the alignment fail
+    # (measured: 'the quick brown fox' + zeros returned no words; with this dither all four, same timings)
+    noise = dither * np.random.RandomState(0).randn(len(x)) if dither else 0.0
+    return (np.clip(x + noise, -1, 1) * 32767).astype(np.int16).tobytes()
 
 
 def align_words(x: np.ndarray, text: str, settings: WordSettings | None = None, offset: float = 0.0,
@@ -118,10 +121,18 @@ def align_words(x: np.ndarray, text: str, settings: WordSettings | None = None, 
     if not tokens or len(x) < 1600:
         return [], oov
     d.set_align_text(" ".join(tokens))
+    # the alignment grammar starts and ends in silence: pad the span (an .srt cue may end right after a word)
+    pad = np.zeros(int(0.25 * 16000), np.float32)
     d.start_utt()
-    d.process_raw(_pcm(x), full_utt=True)
+    d.process_raw(_pcm(np.concatenate([pad, x, pad])), full_utt=True)
     d.end_utt()
-    return _segments(d, offset), oov
+    span = len(x) / 16000
+    out = []
+    for w in _segments(d, offset - 0.25):
+        start, end = max(w.start, offset), min(w.end, offset + span)
+        if end > start:
+            out.append(Word(w.word, start, end, w.prob))
+    return out, oov
 
 
 def recognise_words(x: np.ndarray, settings: WordSettings | None = None, decoder=None) -> list[Word]:
@@ -158,6 +169,9 @@ def extract_words(x: np.ndarray, transcript: Transcript | None, settings: WordSe
             for (a, b), text in transcript.utterances:
                 i0, i1 = int(max(a, 0) * sample_rate), int(min(b, duration) * sample_rate)
                 ws, oov = align_words(x[i0:i1], text, settings, offset=i0 / sample_rate, decoder=d)
+                if not ws and normalise(text):  # cue times rarely fall in silence: retry on a wider span
+                    i0, i1 = max(0, i0 - sample_rate // 2), min(len(x), i1 + sample_rate // 2)
+                    ws, oov = align_words(x[i0:i1], text, settings, offset=i0 / sample_rate, decoder=d)
                 words += ws
                 oov_all += oov
                 segments.append((float(a), float(min(b, duration)), text))
