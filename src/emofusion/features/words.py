@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,15 @@ def normalise(text: str) -> list[str]:
 
 
 def _decoder(settings: WordSettings, align: bool):
+    return _cached_decoder(settings.beam, settings.pbeam, settings.wbeam, align)
+
+
+@lru_cache(maxsize=2)
+def _cached_decoder(beam, pbeam, wbeam, align: bool):
+    # loading the model takes ~1 s: one decoder per process and kind (files are decoded one at a time)
     from pocketsphinx import Decoder
 
+    settings = WordSettings(beam=beam, pbeam=pbeam, wbeam=wbeam)
     if align:
         return Decoder(beam=settings.beam, pbeam=settings.pbeam, wbeam=settings.wbeam, loglevel="FATAL")
     return Decoder(loglevel="FATAL")
@@ -193,7 +201,8 @@ def extract_words(x: np.ndarray, transcript: Transcript | None, settings: WordSe
             report["warning"] = "alignment returned no words (audio too short, silent or not this text?)"
     elif mode == "recognise":
         words = []
-        for w in recognise_words(x, settings):
+        level = 10 * np.log10(max(float(np.mean(x.astype(np.float64) ** 2)) if len(x) else 0.0, 1e-12))
+        for w in (recognise_words(x, settings) if level >= settings.silence_db else []):
             span = x[int(w.start * sample_rate) : int(w.end * sample_rate)]
             level = 10 * np.log10(max(float(np.mean(span.astype(np.float64) ** 2)) if len(span) else 0.0, 1e-12))
             if level >= settings.silence_db:
