@@ -66,7 +66,7 @@ def test_acoustic_speech_rate_and_length():
 def test_load_audio_resamples_and_names_broken_files(tmp_path):
     p = write_wav(tmp_path / "a.wav", tone(440.0, 0.5), sr=8000)
     x = load_audio(p, 16000)
-    assert abs(len(x) - 8000) <= 2  # 0.5 s at 8 kHz -> 16 kHz
+    assert abs(len(x) - 16000) <= 2  # 8000 samples written at 8 kHz = 1 s -> 16000 at 16 kHz
     assert abs(np.sqrt(np.mean(x[500:-500] ** 2)) - 0.5 / np.sqrt(2)) < 0.01
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x01garbage" * 50)
