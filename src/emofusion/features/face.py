@@ -32,7 +32,7 @@ FEATURES = [
 class FaceSettings:
     detector: str = "haar"
     every: int = 1  # every n-th frame (1 = the video frame rate)
-    max_side: int = 480  # frames are downscaled to this longer side before detection
+    max_side: int = 320  # frames are downscaled to this longer side before detection (speed)
     scale_factor: float = 1.1
     min_neighbors: int = 4
     min_face: float = 0.08  # smallest face, as a share of the shorter frame side
@@ -73,7 +73,9 @@ def face_features(frame_bgr: np.ndarray, settings: FaceSettings | None = None) -
     h0, w0 = frame_bgr.shape[:2]
     scale = min(1.0, s.max_side / max(h0, w0))
     img = frame_bgr if scale == 1.0 else cv2.resize(frame_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img)
+    # no histogram equalisation: on a frame with a large even background it hides the face (measured on the
+    # test video at 320x240: 8 of 20 faces found with it, 20 of 20 without)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
     H, W = gray.shape
     c = _cascades()
     m = max(20, int(s.min_face * min(H, W)))
