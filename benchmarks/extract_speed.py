@@ -43,14 +43,13 @@ def main(argv=None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    from media_helpers import SENTENCE, make_video, speech, write_wav
-
     from emofusion.features.acoustic import extract_acoustic
     from emofusion.features.face import extract_face
     from emofusion.features.media import load_audio
     from emofusion.features.pipeline import ExtractSettings, extract
     from emofusion.features.text import glove_vectors
     from emofusion.features.words import Transcript, WordSettings, extract_words
+    from media_helpers import SENTENCE, make_video, speech, write_wav
 
     w, h = (int(v) for v in args.video_size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="emofusion-bench-"))

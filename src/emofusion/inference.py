@@ -6,7 +6,7 @@
   (stored in its run / model folder), one row per utterance segment with its time span;
 - a folder written by ``emofusion extract`` (OUT, OUT/segments or OUT/words) or any ``folder:`` dataset,
   labelled or not;
-- a dataset name (``synthetic``, ``csd:...``, ``cremad:...``): ``--split all|train|val|test``.
+- a dataset name (``synthetic``, ``csd:...``, ``cremad:...``): ``--split all|train|val|test`` (default test).
 Rows: id, split, file, start, end, text (where known), then per output the value (regression) or the
 predicted class and class probabilities / per-label probabilities. Written as CSV and JSON.
 """
@@ -114,7 +114,7 @@ def prediction_columns(task, p: np.ndarray) -> dict:
     return row
 
 
-def predict(model, inp: str, split: str = "all", features_dir: str | None = None, jobs: int | None = None,
+def predict(model, inp: str, split: str | None = None, features_dir: str | None = None, jobs: int | None = None,
             progress: bool = True, overrides: dict | None = None) -> list[dict]:
     """Rows of predictions (see module doc). ``model``: a path or a loaded EmoFusionModule."""
     from emofusion.features.media import MEDIA_EXTS
@@ -153,16 +153,27 @@ def predict(model, inp: str, split: str = "all", features_dir: str | None = None
             from emofusion.training.run import bundle_for_module
 
             bundle, _ = bundle_for_module(module, inp, overrides or {})
+            split = split or "test"  # a labelled dataset: its test split unless told (as before)
+            if task.sequence_labels:  # conversations: one row per utterance, through the evaluation loop
+                from emofusion.training.run import evaluate_split
+
+                rows = []
+                for s in (["train", "val", "test"] if split == "all" else [split]):
+                    _, out = evaluate_split(module, bundle, s, return_predictions=True)
+                    preds = out["predictions"].reshape(len(out["ids"]), -1)
+                    rows += [{"id": i, **({"split": s} if split == "all" else {}), **prediction_columns(task, o)}
+                             for i, o in zip(out["ids"], preds)]
+                return rows
             splits = ["train", "val", "test"] if split == "all" else [split]
             samples, info = [], []
             for s in splits:
                 ds = bundle.split(s)  # hygiene already applied by bundle_for_module
                 for i in range(len(ds)):
                     samples.append(ds[i])
-                    info.append({"id": ds.ids[i], "split": s})
+                    info.append({"id": ds.ids[i], "split": s} if split == "all" else {"id": ds.ids[i]})
             outputs = predict_samples(module, samples, hygiene=False)
             return [{**meta, **prediction_columns(task, o)} for meta, o in zip(info, outputs)]
-    if split != "all":
+    if split not in (None, "all"):
         keep = [i for i, r in enumerate(info) if r.get("split") in (split, "valid" if split == "val" else split)]
         samples, info = [samples[i] for i in keep], [info[i] for i in keep]
     outputs = predict_samples(module, samples)
@@ -225,7 +236,8 @@ def add_predict(sub):
     )
     p.add_argument("checkpoint", help="a run directory, a .ckpt file or a model folder")
     p.add_argument("input", help="media file or folder, `emofusion extract` output, folder:PATH or a dataset name")
-    p.add_argument("--split", default="all", help="all (default), train, val or test")
+    p.add_argument("--split", help="all, train, val or test (default: every sample of media and folders, the "
+                   "test split of a dataset name)")
     p.add_argument("--output", default="predictions", help="writes OUTPUT.csv and OUTPUT.json (default predictions)")
     p.add_argument("--plot", help="PNG: predictions over time for one media file (the first, or --plot-file)")
     p.add_argument("--plot-file", help="which file to plot (its path as in the 'file' column)")
