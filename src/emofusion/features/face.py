@@ -33,9 +33,9 @@ class FaceSettings:
     detector: str = "haar"
     every: int = 1  # every n-th frame (1 = the video frame rate)
     max_side: int = 320  # frames are downscaled to this longer side before detection (speed)
-    scale_factor: float = 1.1
+    scale_factor: float = 1.15  # 1.1 finds the same faces in the test videos, ~1.6x slower
     min_neighbors: int = 4
-    min_face: float = 0.08  # smallest face, as a share of the shorter frame side
+    min_face: float = 0.15  # smallest face, as a share of the shorter frame side (talking heads are large)
 
     def to_dict(self) -> dict:
         return asdict(self)
