@@ -268,6 +268,10 @@ def test_extract_is_resumable_and_checks_the_source(extracted, media_folder, tmp
     write_wav(work / "silence.wav", tone(200.0, 0.5))  # changed content: extracted again
     res = extract(work, out2, jobs=1, progress=False)
     assert sorted(res.skipped) == ["clip", "more__speech"]
+    (work / "more" / "speech.txt").write_text("the quick brown fox jumps over the lazy dog\n")  # new transcript
+    res = extract(work, out2, jobs=1, progress=False)
+    assert sorted(res.skipped) == ["clip", "silence"]
+    assert json.loads((out2 / "extraction.json").read_text())["files"]["more__speech"]["segments"] == 1
     assert json.loads((out2 / "extraction.json").read_text())["files"]["silence"]["duration"] == 0.5
 
 

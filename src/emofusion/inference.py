@@ -229,8 +229,10 @@ def plot_over_time(rows: list[dict], task, path: str | Path, file: str | None = 
 
 
 def add_predict(sub):
+    import argparse
+
     p = sub.add_parser(
-        "predict",
+        "predict", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="predictions for media files, unlabelled folders or a dataset (no labels needed)",
         description=__doc__.split("\n", 1)[1],
     )

@@ -81,6 +81,17 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _transcript_key(media: Path, given: str | None) -> str:
+    """A changed transcript (given, or .srt/.txt beside the file) must re-run the file's extraction."""
+    parts = [given or ""]
+    for ext in (".srt", ".txt"):
+        t = media.with_suffix(ext)
+        if t.is_file():
+            parts.append(t.read_text(encoding="utf-8", errors="replace"))
+    text = "\x00".join(parts)
+    return "" if not text.strip("\x00") else "+t" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def media_files(inp: str | Path) -> tuple[Path, list[Path]]:
     """(root, media files in sorted order) of a file or a folder (searched recursively)."""
     p = Path(inp)
@@ -243,7 +254,8 @@ def _save_result(out: Path, fid: str, source: Path, sha: str, settings: ExtractS
     np.savez(tmp, **arrays)
     tmp.replace(npz)
     meta = {k: v for k, v in res.items() if k != "sequences"}
-    meta.update({"id": fid, "source": str(source), "sha256": sha, "settings_key": settings.key(),
+    meta.update({"id": fid, "source": str(source), "sha256": sha.split("+t")[0], "source_key": sha,
+                 "settings_key": settings.key(),
                  "modalities": sorted(res["sequences"])})
     tmpj = jp.with_suffix(".partial")
     tmpj.write_text(json.dumps(meta, indent=1, default=float))
@@ -266,7 +278,7 @@ def _is_done(out: Path, fid: str, sha: str, settings: ExtractSettings) -> bool:
         meta = json.loads(jp.read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("sha256") == sha and meta.get("settings_key") == settings.key()
+    return meta.get("source_key") == sha and meta.get("settings_key") == settings.key()
 
 
 def _work(args) -> tuple[str, str | None, float]:
@@ -322,7 +334,7 @@ def extract(inp, out, settings: ExtractSettings | None = None, jobs: int | None 
     shas = {}
     for fid, f in zip(ids, files):
         try:
-            shas[fid] = sha256_file(f)
+            shas[fid] = sha256_file(f) + _transcript_key(f, (transcripts or {}).get(str(f)))
         except OSError as e:
             shas[fid] = None
             log.warning("%s: unreadable (%s)", f, e)
