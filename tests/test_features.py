@@ -184,8 +184,26 @@ def extracted(media_folder, tmp_path_factory):
     from emofusion.features.pipeline import extract
 
     out = tmp_path_factory.mktemp("out")
-    res = extract(media_folder, out, jobs=2, progress=False)
+    res = extract(media_folder, out, jobs=1, progress=False)  # in-process: the pool is tested below
     return res, out
+
+
+def test_extract_in_parallel_processes_matches_in_process(media_folder, extracted, tmp_path):
+    from emofusion.data.csd import ComputationalSequence
+    from emofusion.features.pipeline import ExtractSettings, extract
+
+    src = tmp_path / "m"
+    src.mkdir()
+    for name in ("silence.wav", "corrupt.wav"):
+        shutil.copy(media_folder / name, src / name)
+    shutil.copy(media_folder / "more" / "speech.wav", src / "speech.wav")
+    settings = ExtractSettings(words=None, text=None, face=None)
+    res = extract(src, tmp_path / "o", settings, jobs=2, progress=False)  # 2 spawned processes
+    assert res.ids == ["silence", "speech"] and len(res.failed) == 1
+    _, ref = extracted
+    a = ComputationalSequence(tmp_path / "o" / "csd" / "audio.csd")["speech"]
+    b = ComputationalSequence(ref / "csd" / "audio.csd")["more__speech"]
+    np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_extract_skips_the_corrupt_file_and_names_it(extracted):
