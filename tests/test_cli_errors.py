@@ -118,8 +118,12 @@ def test_evaluate_and_predict_mistakes(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "r"), f"folder:{tmp_path / 'reg'}", "--output", str(tmp_path / "p.xlsx")]) == 2
     assert "predictions are written as .csv or .json, not .xlsx" in _err(capsys)
     assert not (tmp_path / "p.xlsx").exists()
+    # a folder predicts every sample in manifest order unless a split is named
     assert main(["predict", str(tmp_path / "r"), f"folder:{tmp_path / 'reg'}", "--output", str(tmp_path / "p.csv")]) == 0
-    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 2
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 8
+    assert main(["predict", str(tmp_path / "r"), f"folder:{tmp_path / 'reg'}", "--split", "test",
+                 "--output", str(tmp_path / "t.csv")]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "t.csv")))) == 2
 
 
 def test_benchmark_list_marks_missing_data(capsys, monkeypatch):

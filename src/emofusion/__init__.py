@@ -26,6 +26,8 @@ _LAZY = {
     "load_dataset": "emofusion.data",
     "list_datasets": "emofusion.data",
     "register_dataset": "emofusion.data",
+    "from_pretrained": "emofusion.pretrained",
+    "save_pretrained": "emofusion.pretrained",
 }
 
 __all__ = ["__version__", *_LAZY]

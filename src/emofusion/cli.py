@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import json
 import logging
@@ -13,7 +12,8 @@ from pathlib import Path
 # Commands contributed by other modules: each module defines ``register_cli(subparsers)``, which adds its
 # sub-parser and sets ``func`` (a callable taking the parsed args and returning an exit code).
 EXTRA_COMMANDS: list[str] = ["emofusion.data.commands", "emofusion.evaluation.attention_plots",
-                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid"]
+                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid",
+                            "emofusion.features.commands"]  # extract, predict, export
 
 
 def _add_train(sub):
@@ -126,7 +126,9 @@ def cmd_evaluate(args) -> int:
 
     module = load_module(args.checkpoint)
     bundle, run = bundle_for_module(module, args.dataset, _dataset_options(args.overrides))
-    _check_same_task(module, bundle, args.checkpoint)
+    from emofusion.inference import check_same_task
+
+    check_same_task(module.task, bundle.task, args.checkpoint, bundle.name)
     metrics = evaluate_split(module, bundle, args.split, config=run)
     baselines = bundle_baselines(bundle, (args.split,), seed=run.seed)
     info = {"monitor": module.task.monitor, "monitor_mode": module.task.monitor_mode}
@@ -135,76 +137,6 @@ def cmd_evaluate(args) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps({args.split: metrics, "baselines": baselines}, indent=2))
     return 0
-
-
-def _add_predict(sub):
-    p = sub.add_parser("predict", help="write predictions of a checkpoint for a dataset split")
-    p.add_argument("checkpoint", help="a .ckpt file or a run directory")
-    p.add_argument("input", help="dataset name to predict on (e.g. folder:PATH, synthetic)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--output", required=True, help="CSV file (or .json) to write")
-    p.add_argument("overrides", nargs="*", help="data.OPTION=value dataset options")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args) -> int:
-    import numpy as np
-
-    from emofusion.training.run import bundle_for_module, evaluate_split, load_module
-
-    _check_output_format(args.output)
-    module = load_module(args.checkpoint)
-    bundle, run = bundle_for_module(module, args.input, _dataset_options(args.overrides))
-    _check_same_task(module, bundle, args.checkpoint)
-    _, out = evaluate_split(module, bundle, args.split, config=run, return_predictions=True)
-    task = module.task
-    preds = out["predictions"].reshape(len(out["ids"]), -1)
-    rows = []
-    for sample_id, p in zip(out["ids"], preds):
-        row = {"id": sample_id}
-        if task.kind == "classification":
-            prob = np.exp(p - p.max())
-            prob /= prob.sum()
-            row["predicted"] = task.output_names[int(p.argmax())]
-            row.update({f"p_{n}": float(v) for n, v in zip(task.output_names, prob)})
-        elif task.kind == "multilabel_binary":
-            row.update({f"p_{n}": float(1 / (1 + np.exp(-v))) for n, v in zip(task.output_names, p)})
-        else:
-            row.update({n: float(v) for n, v in zip(task.output_names, p)})
-        rows.append(row)
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".json":
-        path.write_text(json.dumps(rows, indent=1))
-    else:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"wrote {len(rows)} predictions to {path}")
-    return 0
-
-
-PREDICTION_FORMATS = (".csv", ".json")
-
-
-def _check_output_format(output: str) -> None:
-    suffix = Path(output).suffix.lower()
-    if suffix not in PREDICTION_FORMATS:
-        raise ValueError(
-            f"--output {output}: predictions are written as .csv or .json, not {suffix or 'a file without suffix'}"
-            " (name the file p.csv; spreadsheets open CSV)"
-        )
-
-
-def _check_same_task(module, bundle, checkpoint) -> None:
-    """A checkpoint's outputs only mean something on data with the same kind of labels."""
-    a, b = module.task, bundle.task
-    if a.kind != b.kind or tuple(a.output_names) != tuple(b.output_names):
-        raise ValueError(
-            f"{checkpoint} predicts {a.kind} {list(a.output_names)}, but {bundle.name} has {b.kind} labels "
-            f"{list(b.output_names)}; use a checkpoint trained on this kind of labels"
-        )
 
 
 def _add_models(sub):
@@ -283,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of any error")
     parser.add_argument("--version", action="version", version=f"emofusion {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets):
+    for add in (_add_train, _add_evaluate, _add_models, _add_datasets):
         add(sub)
     for module_name in EXTRA_COMMANDS:
         importlib.import_module(module_name).register_cli(sub)

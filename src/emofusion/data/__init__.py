@@ -3,11 +3,13 @@
 # imported for their side effect: each module registers its datasets or file-format prefixes
 from emofusion.data import (  # noqa: F401
     conversation,
+    cremad,
     csd,
     folder,
     mfn,
     mmsa,
     mult,
+    ravdess,
     synthetic,
     synthetic_conv,
     synthetic_protocols,

@@ -47,6 +47,7 @@ class FolderSpec:
     label_columns: list[str] = field(default_factory=list)
     classes: list[str] | None = None
     lines: list[int] = field(default_factory=list)  # manifest line of each row (problems name it)
+    allow_empty: bool = False  # dataset.json "allow_empty": a modality may have 0 steps (no face in a clip)
 
 
 def _array_path(d: Path, sid: str) -> Path | None:
@@ -116,6 +117,7 @@ def _scan(root: Path, problems: list[str]) -> FolderSpec:
             meta = json.loads((root / "dataset.json").read_text())
         except (OSError, ValueError) as e:
             problems.append(f"{root / 'dataset.json'}: invalid JSON ({e})")
+    spec.allow_empty = bool(meta.get("allow_empty", False))
     spec.label_columns = list(meta.get("labels") or [c for c in columns if c not in RESERVED])
     missing_cols = [c for c in spec.label_columns if c not in columns]
     if missing_cols:
@@ -250,7 +252,7 @@ def validate_folder(path: str | Path, deep: bool = True) -> tuple[FolderSpec, li
                 problems.append(f"{p}: feature size {x.shape[1]}, other {m} files have {dims[m]}")
             if x.size and not np.isfinite(x).all():
                 problems.append(f"{p}: {int((~np.isfinite(x)).sum())} NaN/inf values")
-            if x.shape[0] == 0:
+            if x.shape[0] == 0 and not spec.allow_empty:
                 problems.append(f"{p}: empty sequence (0 steps)")
             if iv is not None:
                 if iv.shape != (x.shape[0], 2):

@@ -70,7 +70,8 @@ def load_pickle(path: str | Path, allow_objects: bool = False):
             except UnicodeDecodeError:
                 f.seek(0)
                 return _SafeUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError,
+            OverflowError, MemoryError) as e:  # garbage claiming a huge string length (found by the fuzz test)
         raise DataFormatError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
 
 

@@ -73,6 +73,9 @@ class SequenceEncoder(nn.Module):
     def _direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         params = {f"{n}_l0": getattr(self.lstm, f"{n}_l{layer}{suffix}") for n in names}
+        if torch.jit.is_tracing():  # ONNX/TorchScript export: functional_call cannot be traced; same kernel
+            h0 = x.new_zeros(1, x.shape[0], self.lstm.hidden_size)
+            return torch.lstm(x, (h0, h0), list(params.values()), True, 1, 0.0, False, False, True)[0]
         out, _ = functional_call(self._shells[layer], params, (x,))
         return out
 

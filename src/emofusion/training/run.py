@@ -260,6 +260,9 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
     }
     payload = {**metrics, "baselines": baselines, "info": metrics_info}
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    from emofusion.pretrained import save_pretrained
+
+    save_pretrained(module, run_dir / "model", metrics=payload)  # self-contained copy (weights, config, hygiene)
     check_headline(metrics, task.monitor, str(run_dir))  # a NaN headline never ends as a success
     # plots are drawn by the callers (CLI, suites: emofusion.evaluation.plots.plot_run); the engine does not
     # import the reporting layer
@@ -322,6 +325,10 @@ def _recorded_best(run_dir: Path) -> Path | None:
 
 def load_module(checkpoint: str | Path) -> EmoFusionModule:
     path = Path(checkpoint)
+    from emofusion.pretrained import from_pretrained, is_pretrained_dir
+
+    if is_pretrained_dir(path):  # a self-contained model folder (emofusion export --format pretrained)
+        return from_pretrained(path)
     if path.is_dir():
         candidates = [path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"]
         recorded = _recorded_best(path)
