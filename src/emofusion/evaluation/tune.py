@@ -253,6 +253,12 @@ def finished_count(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if counted(t))
 
 
+def _running(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -345,7 +351,8 @@ def run_worker(spec: TuneSpec, worker: int = 0, on_trial=None) -> int:
     study = open_study(spec, worker)
     objective = make_objective(spec)
     ran = 0
-    while finished_count(study) < spec.trials:
+    # trials running in other workers count too, so N workers do not overshoot the budget by N - 1
+    while finished_count(study) + _running(study) < spec.trials:
         # one trial at a time: the budget is re-read from the shared journal before each
         study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, TypeError),
                        gc_after_trial=True)
