@@ -83,13 +83,30 @@ def _devices(job: Job) -> tuple[int, int]:
     return max(1, devices), max(1, int(job.config.get("num_nodes", 1) or 1))
 
 
+def _dry_run_executor_class():
+    import submitit
+
+    class DryRunSlurmExecutor(submitit.SlurmExecutor):
+        """Writes scripts on a machine without SLURM (the stock class refuses to start without srun)."""
+
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    return DryRunSlurmExecutor
+
+
+def _DryRunSlurmExecutor(folder: str):
+    return _dry_run_executor_class()(folder=folder)
+
+
 def make_executor(kind: str, folder: Path, options: LauncherOptions, devices: int = 1, nodes: int = 1):
     import submitit
 
     if kind not in ("submitit-local", "slurm"):
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {kind!r}")
     if kind == "slurm":
-        executor = submitit.SlurmExecutor(folder=str(folder))
+        executor = (_DryRunSlurmExecutor if options.dry_run else submitit.SlurmExecutor)(folder=str(folder))
         params = {
             "time": int(options.time_min), "nodes": nodes, "ntasks_per_node": devices,
             "cpus_per_task": int(options.cpus_per_task), "array_parallelism": int(options.array_parallelism),
