@@ -248,6 +248,200 @@ def run_worker(python: str, side: str, name: str, npz: Path, seeds, args) -> lis
     return recs
 
 
+# ------------------------------------------------------------------------ MMSA on a real emofusion dataset
+#
+# Used by the ``real`` suite (``emofusion benchmark real``, evaluation/suites/real.py): MMSA 2.2.1's own models
+# trained the way MMSA's trainers train them, on the split and features emofusion's runs see. MMSA needs
+# three modalities: text is an all-zero [N, slots, 1] tensor when the dataset has no text in every split.
+
+MMSA_MODELS = {"tfn": "TFN", "mfn": "MFN", "mult": "MULT", "ef_lstm": "EF_LSTM", "lmf": "LMF", "lf_dnn": "LF_DNN"}
+# MMSA's own data layout per model (its config's need_data_aligned / need_normalized)
+MMSA_AVERAGED = ("tfn", "lmf", "lf_dnn")
+MMSA_MAX_EPOCHS = 60
+MMSA_EARLY_STOP = 8  # MMSA's commonParams.early_stop: epochs without a better validation loss
+MMSA_BATCH = 32
+MMSA_CONFIG_DATASET = "mosi"  # the smallest of MMSA's datasets; its per-model sizes and optimiser settings
+
+
+def mmsa_available() -> str | None:
+    """None when MMSA's models can be imported here, else the reason."""
+    try:
+        import easydict  # noqa: F401
+        from MMSA.models.singleTask import TFN  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install
+        return f"MMSA is not installed ({type(err).__name__}: {err}); pip install emofusion[peers]"
+    return None
+
+
+def mmsa_config(name: str) -> dict:
+    """MMSA's own config for ``name`` (commonParams + datasetParams[mosi]) from the installed package."""
+    import MMSA
+
+    path = Path(MMSA.__file__).parent / "config" / "config_regression.json"
+    config = json.loads(path.read_text())[name]
+    return {**config["commonParams"], **config["datasetParams"][MMSA_CONFIG_DATASET]}
+
+
+def bundle_arrays(bundle, modalities, slots: int | None = None) -> dict:
+    """Per split: ``x`` {text, audio, visual: [N, slots, D]} (values at their word slot, 0 = the standardised
+    mean elsewhere), ``present`` {m: [N, slots] bool} and ``y`` (float [N] or int [N]). Samples must carry
+    word-slot intervals (the MFN reader keeps them) or be word-aligned already."""
+    import numpy as np
+
+    out = {}
+    if slots is None:
+        slots = 1
+        for split in ("train", "val", "test"):
+            ds = bundle.split(split)
+            for i in range(len(ds)):
+                s = ds[i]
+                for m in modalities:
+                    iv = s.intervals.get(m)
+                    top = int(np.asarray(iv)[:, 1].max()) if iv is not None and len(iv) else s.length(m)
+                    slots = max(slots, top)
+    for split in ("train", "val", "test"):
+        ds = bundle.split(split)
+        n = len(ds)
+        x = {m: np.zeros((n, slots, bundle.modality_dims[m]), np.float32) for m in modalities}
+        present = {m: np.zeros((n, slots), bool) for m in modalities}
+        ys = []
+        for i in range(n):
+            s = ds[i]
+            for m in modalities:
+                v = np.nan_to_num(np.asarray(s.features[m], np.float32))
+                iv = s.intervals.get(m)
+                idx = (np.asarray(iv)[:, 0].astype(int) if iv is not None and len(iv) == len(v)
+                       else np.arange(len(v)))
+                keep = idx < slots
+                x[m][i, idx[keep]] = v[keep]
+                present[m][i, idx[keep]] = True
+            ys.append(np.asarray(s.label).ravel())
+        y = np.stack(ys)
+        y = y[:, 0].astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y[:, 0].astype(np.float32)
+        if "text" not in modalities:
+            x["text"] = np.zeros((n, slots, 1), np.float32)
+            present["text"] = np.zeros((n, slots), bool)
+        out[split] = {"x": x, "present": present, "y": y}
+    return out
+
+
+def train_mmsa(name: str, arrays: dict, seed: int, task, max_epochs: int = MMSA_MAX_EPOCHS,
+               early_stop: int = MMSA_EARLY_STOP, batch: int = MMSA_BATCH, log=None) -> dict:
+    """MMSA's model ``name`` trained as MMSA's trainer does: its config (mosi) sizes, lr and weight decay
+    (LMF: its factor_lr group; MulT: ReduceLROnPlateau on the validation loss and value clipping), L1 loss
+    (cross-entropy for classes), batch ``batch``, at most ``max_epochs`` epochs, stopped after ``early_stop``
+    epochs without a lower validation loss, best weights restored. Returns val/test predictions.
+
+    MMSA bounds TFN's regression output to (-3, 3) (a scaled sigmoid, MOSI's range); labels in another range
+    (ICT-MMMO's [1, 5]) are centred for MMSA (``y - centre``) and the predictions moved back, so its output
+    range covers the labels."""
+    import copy
+
+    import numpy as np
+    import torch
+    from easydict import EasyDict
+    from MMSA.models.singleTask import EF_LSTM, LF_DNN, LMF, MFN, MULT, TFN
+
+    classes = {"tfn": TFN, "mfn": MFN, "mult": MULT, "ef_lstm": EF_LSTM, "lmf": LMF, "lf_dnn": LF_DNN}
+    classification = task.kind == "classification"
+    cfg = mmsa_config(name)
+    slots = arrays["train"]["x"]["audio"].shape[1]
+    dims = [arrays["train"]["x"][m].shape[2] for m in ("text", "audio", "visual")]
+    args = EasyDict(
+        {**cfg, "feature_dims": dims, "seq_lens": slots if name == "ef_lstm" else [slots] * 3,
+         "train_mode": "classification" if classification else "regression",
+         "num_classes": len(task.output_names) if classification else 1, "use_bert": False,
+         "use_finetune": False, "need_normalized": name in MMSA_AVERAGED}
+    )
+    centre = 0.0
+    if not classification and task.label_range is not None:
+        centre = 0.5 * (task.label_range[0] + task.label_range[1])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = classes[name](args)
+
+    def tensors(split):
+        d = arrays[split]
+        x = {m: torch.from_numpy(d["x"][m]) for m in ("text", "audio", "visual")}
+        if name in MMSA_AVERAGED:
+            # MMSA's need_normalized loader: audio / visual averaged over the segment (here over real frames)
+            for m in ("audio", "visual"):
+                p = torch.from_numpy(d["present"][m]).float().unsqueeze(-1)
+                x[m] = ((x[m] * p).sum(1) / p.sum(1).clamp_min(1)).unsqueeze(1)
+        y = torch.from_numpy(d["y"])
+        return x, (y if classification else y - centre)
+
+    data = {s: tensors(s) for s in ("train", "val", "test")}
+    params = [p for p in model.parameters() if p.requires_grad]
+    wd = float(cfg.get("weight_decay", 0.0) or 0.0)
+    lr = float(cfg["learning_rate"])
+    if name == "lmf":  # MMSA's LMF trainer: the factors (first 3 parameters) at factor_lr
+        factors = list(model.parameters())[:3]
+        ids = {id(p) for p in factors}
+        optim = torch.optim.Adam(
+            [{"params": factors, "lr": float(cfg["factor_lr"])},
+             {"params": [p for p in params if id(p) not in ids], "lr": lr}], weight_decay=wd)
+    else:
+        optim = torch.optim.Adam(params, lr=lr, weight_decay=0.0 if name == "tfn" else wd)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optim, mode="min", factor=0.1, patience=int(cfg["patience"]))
+               if name == "mult" else None)
+    clip = float(cfg.get("grad_clip", -1.0)) if name == "mult" else -1.0
+    loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.L1Loss()
+
+    def forward(x):
+        out = model(x["text"], x["audio"], x["visual"])["M"]
+        return out if classification else out.view(-1)
+
+    def predict(split):
+        x, _ = data[split]
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([forward({m: v[i:i + 256] for m, v in x.items()}) for i in range(0, len(x["audio"]), 256)])
+
+    xtr, ytr = data["train"]
+    n = len(ytr)
+    rng = np.random.RandomState(seed)
+    best = (float("inf"), -1, None)
+    epoch = 0
+    for epoch in range(max_epochs):
+        model.train()
+        perm = torch.from_numpy(rng.permutation(n))
+        for i in range(0, n, batch):
+            idx = perm[i:i + batch]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            loss = loss_fn(forward({m: v[idx] for m, v in xtr.items()}), ytr[idx])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_value_(params, clip)
+            optim.step()
+        val_loss = float(loss_fn(predict("val"), data["val"][1]))
+        if plateau is not None:
+            plateau.step(val_loss)
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        if log:
+            log(f"[mmsa {name} seed {seed}] epoch {epoch} val loss {val_loss:.4f}")
+        if epoch - best[1] >= early_stop:
+            break
+    model.load_state_dict(best[2])
+
+    def back(p):
+        p = p.numpy()
+        return p if classification else (p + centre)[:, None]
+
+    return {
+        "val_pred": back(predict("val")),
+        "test_pred": back(predict("test")),
+        "best_epoch": best[1],
+        "epochs": epoch + 1,
+        "val_loss": best[0],
+        "params": sum(p.numel() for p in params),
+        "config": {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k in ("hidden_dims", "dropouts")},
+    }
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 

@@ -215,6 +215,13 @@ def test_empty_modality_gives_finite_output():
     inputs = make_inputs({"text": [0, 3, 2], "audio": [4, 5, 6], "visual": [2, 0, 1]})
     out = build()(inputs)
     assert torch.isfinite(out.prediction).all()
+    # the absent text of sample 0 is the learned absent token, one step that takes all the attention
+    assert out.extras["attention"]["text"][0, :, 0].allclose(torch.ones(3))
+    assert torch.all(out.extras["attention"]["text"][0, :, 1:] == 0)
+    model = build()
+    model.set_absent_mode("zeros")
+    out = model(inputs)
+    assert torch.isfinite(out.prediction).all()
     assert torch.all(out.extras["attention"]["text"][0] == 0)
 
 

@@ -60,6 +60,10 @@ def test_classification_run_with_yaml_config(tmp_path):
     result = train_run(RunConfig.from_dict(apply_overrides(
         {**__import__("yaml").safe_load(cfg.read_text()), "output": str(tmp_path / "r")}, TINY)))
     assert 0 <= result.metrics["test"]["accuracy"] <= 1
+    # the engine draws nothing (training does not import the reporting layer); the CLI and suites call this
+    from emofusion.evaluation.plots import plot_run
+
+    plot_run(result.run_dir, result.module, result.bundle, RunConfig.from_dict(result.module.hparams.run_config))
     assert (tmp_path / "r" / "plots" / "test_confusion.png").exists()
 
 
@@ -100,8 +104,20 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     # each process trained on its own half of the data in the first epoch
     assert not set(r0["seen"]) & set(r1["seen"])
     assert len(set(r0["seen"]) | set(r1["seen"])) == 64
-    # rank 0 still evaluated and wrote the run's metrics
-    assert "test" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # selection and early stopping saw the same, global validation metric on both ranks: 4 steps per rank
+    # per epoch, validation every 2 steps -> 4 checks, each over all 16 validation samples on every rank
+    v0 = json.loads((tmp_path / "val_rank0.json").read_text())
+    v1 = json.loads((tmp_path / "val_rank1.json").read_text())
+    assert [row[0] for row in v0] == [2, 4, 6, 8]
+    assert v0 == v1
+    for _, logged, computed in v0:
+        assert logged == pytest.approx(computed, rel=1e-6)
+    # rank 0 still evaluated and wrote the run's metrics, and the best checkpoint is the best logged value
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "test" in metrics
+    assert metrics["info"]["best_val_score"] == pytest.approx(min(row[1] for row in v0), rel=1e-6)
+    assert metrics["info"]["monitor"] == "mse"
+    assert metrics["val"]["mse"] == pytest.approx(min(row[2] for row in v0), rel=1e-5)
     assert load_module(tmp_path / "run").model.num_parameters() > 0
 
 

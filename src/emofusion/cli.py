@@ -82,11 +82,17 @@ def cmd_train(args) -> int:
         result = train_run(config)
     if not result.metrics:  # non-zero ranks of a distributed run
         return 0
+    if config.plots:
+        from emofusion.evaluation.plots import plot_run
+
+        plot_run(result.run_dir, result.module, result.bundle, config)
     print_metrics(
         result.metrics,
         result.module.task.kind,
         title=f"{config.model} on {config.dataset} (seed {config.seed}, {result.seconds:.0f} s)",
         console=console,
+        baselines=result.baselines,
+        info=result.info,
     )
     console.print(f"run directory: {result.run_dir}  (metrics.json, checkpoints/, plots/)")
     return 0
@@ -109,16 +115,19 @@ def _dataset_options(overrides):
 
 
 def cmd_evaluate(args) -> int:
+    from emofusion.evaluation.baselines import bundle_baselines
     from emofusion.evaluation.reports import print_metrics
     from emofusion.training.run import bundle_for_module, evaluate_split, load_module
 
     module = load_module(args.checkpoint)
     bundle, run = bundle_for_module(module, args.dataset, _dataset_options(args.overrides))
     metrics = evaluate_split(module, bundle, args.split, config=run)
-    print_metrics({args.split if args.split != "val" else "val": metrics} if args.split in ("val", "test")
-                  else {"test": metrics}, module.task.kind, title=f"{args.checkpoint} on {bundle.name}/{args.split}")
+    baselines = bundle_baselines(bundle, (args.split,), seed=run.seed)
+    info = {"monitor": module.task.monitor, "monitor_mode": module.task.monitor_mode}
+    print_metrics({args.split: metrics}, module.task.kind, title=f"{args.checkpoint} on {bundle.name}/{args.split}",
+                  baselines=baselines, info=info)
     if args.output:
-        Path(args.output).write_text(json.dumps({args.split: metrics}, indent=2))
+        Path(args.output).write_text(json.dumps({args.split: metrics, "baselines": baselines}, indent=2))
     return 0
 
 

@@ -274,13 +274,14 @@ def generate_split(cfg: SyntheticConfig, split: str, task: str = "intensity") ->
     return samples
 
 
-def align_to_words(sample: Sample) -> Sample:
-    """Word-aligned view: audio and visual frames averaged over each word interval (SDK-style plain mean)."""
+def align_to_words(sample: Sample, weighted: bool = False) -> Sample:
+    """Word-aligned view: audio and visual frames averaged over each word interval (SDK-style plain mean, or
+    with ``weighted`` the mean weighted by each frame's overlap with the word, paper 003 §4.3)."""
     ref = sample.intervals["text"]
     feats = {"text": sample.features["text"]}
     for m in ("audio", "visual"):
         if m in sample.features:
-            feats[m], _ = average_to_reference(ref, sample.intervals[m], sample.features[m])
+            feats[m], _ = average_to_reference(ref, sample.intervals[m], sample.features[m], weighted=weighted)
     return Sample(
         id=sample.id,
         features=feats,
@@ -301,8 +302,13 @@ def intensity_plus_sentiment_task() -> TaskSpec:
 
 
 @register_dataset("synthetic", "MOSEI-like synthetic benchmark (6 emotion intensities; 'synthetic:aligned' = word-aligned)")
-def load_synthetic(variant: str | None = None, target: str = "emotions", **options) -> DatasetBundle:
+def load_synthetic(
+    variant: str | None = None, target: str = "emotions", alignment: str = "mean", **options
+) -> DatasetBundle:
     """MOSEI-like synthetic benchmark; ``synthetic:aligned`` gives the word-aligned view.
+
+    ``alignment`` (aligned view only): ``"mean"`` (default, the SDK's plain mean of the frames overlapping a
+    word) or ``"weighted"`` (weighted by overlap duration, paper 003 §4.3).
 
     ``target="emotions"`` (default) predicts the 6 intensities; ``target="sentiment"`` the sentiment score.
     """
@@ -310,11 +316,14 @@ def load_synthetic(variant: str | None = None, target: str = "emotions", **optio
         raise ValueError(f"unknown synthetic variant {variant!r}; use 'synthetic' or 'synthetic:aligned'")
     if target not in ("emotions", "sentiment"):
         raise ValueError(f"target must be 'emotions' or 'sentiment', got {target!r}")
+    if alignment not in ("mean", "weighted"):
+        raise ValueError(f"alignment must be 'mean' or 'weighted', got {alignment!r}")
     cfg = SyntheticConfig(**options)
     splits = {s: generate_split(cfg, s) for s in ("train", "val", "test")}
     aligned = variant == "aligned"
     if aligned:
-        splits = {s: [align_to_words(x) for x in v] for s, v in splits.items()}
+        weighted = alignment == "weighted"
+        splits = {s: [align_to_words(x, weighted) for x in v] for s, v in splits.items()}
     for samples in splits.values():
         for x in samples:
             x.label = x.label[:6] if target == "emotions" else x.label[6:7]
@@ -325,7 +334,8 @@ def load_synthetic(variant: str | None = None, target: str = "emotions", **optio
 
         task = sentiment_task()
     name = "synthetic:aligned" if aligned else "synthetic"
-    return _bundle(name, task, splits, dict(DIMS), cfg, {"aligned": aligned, "target": target})
+    extra = {"aligned": aligned, "target": target, **({"alignment": alignment} if aligned else {})}
+    return _bundle(name, task, splits, dict(DIMS), cfg, extra)
 
 
 @register_dataset("synthetic-cls", "CREMA-D/RAVDESS-like synthetic single-label classification (audio, visual)")

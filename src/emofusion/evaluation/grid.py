@@ -46,7 +46,7 @@ def task_metrics(task) -> tuple[str, list[str], list[str]]:
     if task.kind == "emotion_intensity":
         return "mae", ["mae", "acc2", "acc4", "pearson_r"], ["mae_", "acc2_", "acc4_", "r_"]
     if task.kind in ("sentiment", "multi_regression"):
-        return "mae", ["mae", "pearson_r", "acc2", "f1"], []
+        return "mae", ["mae", "pearson_r", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0"], []
     if task.kind == "classification":
         return "accuracy", ["accuracy", "f1_macro", "f1_weighted"], ["recall_"]
     return task.monitor, [task.monitor], []

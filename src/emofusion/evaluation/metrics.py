@@ -36,7 +36,9 @@ def safe_pearson(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, np.float64).ravel()
     if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
-    return float(pearsonr(x, y)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near-constant inputs: scipy warns and returns its own estimate
+        return float(pearsonr(x, y)[0])
 
 
 def _weighted_f1(y_true, y_pred) -> float:
@@ -119,7 +121,8 @@ def sentiment_metrics(pred: np.ndarray, true: np.ndarray, label_range=(-3.0, 3.0
     Binary views are taken around the scale's centre c (0 for [-3, 3]):
     - ``acc2_has0``/``f1_has0``: negative (< c) vs non-negative (>= c), all samples;
     - ``acc2_non0``/``f1_non0``: samples with truth == c dropped, then > c vs < c (MulT / MMSA "Non0");
-    - ``acc2``/``f1`` are the non-zero convention. F1 is weighted F1 (as MMSA and MulT compute it).
+    - no bare ``acc2``/``f1``: a table must say which convention it reports. F1 is weighted F1 (as MMSA and
+      MulT compute it).
     - ``acc<K>`` with K = number of integers in the range (``acc7`` on [-3, 3]): both sides clipped to the
       range and rounded half-up; on [-3, 3] also ``acc5`` (clipped to [-2, 2]).
     - ``mae``, ``pearson_r``.
@@ -137,7 +140,6 @@ def sentiment_metrics(pred: np.ndarray, true: np.ndarray, label_range=(-3.0, 3.0
         out["f1_non0"] = _weighted_f1(true[nz] > centre, pred[nz] > centre)
     else:
         out["acc2_non0"] = out["f1_non0"] = float("nan")
-    out["acc2"], out["f1"] = out["acc2_non0"], out["f1_non0"]
     k = int(round(high - low)) + 1
     rp = round_half_up(np.clip(pred, low, high))
     rt = round_half_up(np.clip(true, low, high))

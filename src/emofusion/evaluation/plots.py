@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 from pathlib import Path
 
 import matplotlib
@@ -15,18 +16,19 @@ from emofusion.evaluation.metrics import confusion  # noqa: E402
 
 
 def _read_csv_log(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """metrics.csv -> {column: [(optimiser step, value), ...]} (validation runs every N steps, not per epoch)."""
     series: dict[str, list[tuple[float, float]]] = {}
     if not path.exists():
         return series
     with open(path) as f:
         for row in csv.DictReader(f):
-            epoch = row.get("epoch")
-            if epoch in (None, ""):
+            step = row.get("step")
+            if step in (None, ""):
                 continue
             for key, value in row.items():
                 if key in ("epoch", "step") or value in (None, ""):
                     continue
-                series.setdefault(key, []).append((float(epoch), float(value)))
+                series.setdefault(key, []).append((float(step), float(value)))
     return series
 
 
@@ -39,12 +41,12 @@ def plot_learning_curves(run_dir: Path, monitor: str) -> Path | None:
     for k in keys[:2]:
         xs, ys = zip(*series[k])
         axes[0].plot(xs, ys, marker="o", label=k)
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].set(xlabel="optimiser step", ylabel="loss", title="loss")
     axes[0].legend()
     if f"val/{monitor}" in series:
         xs, ys = zip(*series[f"val/{monitor}"])
         axes[1].plot(xs, ys, marker="o", color="C2")
-        axes[1].set(xlabel="epoch", ylabel=monitor, title=f"validation {monitor}")
+        axes[1].set(xlabel="optimiser step", ylabel=monitor, title=f"validation {monitor} (selects the checkpoint)")
     fig.tight_layout()
     out = Path(run_dir) / "plots" / "learning_curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,10 @@ def plot_scatter(pred: np.ndarray, true: np.ndarray, out: Path, title: str) -> P
 
 
 def plot_run(run_dir: Path, module, bundle, config) -> list[Path]:
-    from emofusion.training.run import evaluate_split
+    """The run's figures in ``run_dir/plots``: learning curves, the task's error view of the test split, and
+    whatever the model declares in its ``extra_plots`` ("package.module:function" names called as
+    ``function(module, bundle, plots_dir) -> list of paths``; e.g. RMFN's HIGHLIGHT weights)."""
+    from emofusion.training.run import evaluate_split  # evaluation -> training: the allowed direction
 
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
@@ -117,8 +122,13 @@ def plot_run(run_dir: Path, module, bundle, config) -> list[Path]:
         made.append(plot_scatter(out["predictions"], out["labels"], plots / "test_scatter.png", "test sentiment"))
     elif task.kind == "multilabel_binary":
         made.append(plot_per_output_errors(task.output_names, metrics, plots / "test_acc_per_output.png", "acc_"))
-    if type(module.model).__name__ == "RMFN":  # paper 001 Fig. 3: HIGHLIGHT weights per stage
-        from emofusion.evaluation.rmfn_plots import plot_rmfn_run
-
-        made += plot_rmfn_run(module, bundle, plots)
+    for ref in getattr(module.model, "extra_plots", ()):
+        made += _resolve(ref)(module, bundle, plots)
     return made
+
+
+def _resolve(ref: str):
+    module_name, _, attr = ref.partition(":")
+    if not attr:
+        raise ValueError(f"extra_plots entry {ref!r} must be 'package.module:function'")
+    return getattr(importlib.import_module(module_name), attr)

@@ -28,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emofusion.evaluation.baselines import beats_baselines
 from emofusion.evaluation.robustness import make_perturbation, perturbation_label
 from emofusion.registry import Registry
 
-CACHE_VERSION = 1
+# 2: the step-based training recipe and trivial baselines in every record (issue 13); older runs retrain
+CACHE_VERSION = 2
+FLAG = "†"
 PRESETS = ("quick", "full")
 
 
@@ -180,6 +183,12 @@ def _cached(job: Job) -> dict | None:
 
 def _train_and_evaluate(job: Job, resume: bool = False) -> dict:
     """Train one run and evaluate it clean and under each perturbation (the engine does the work)."""
+    if "runner" in job.config:
+        # a cell trained by something else (a peer library's models): "package.module:function"(job) -> record
+        import importlib
+
+        module, _, func = job.config["runner"].partition(":")
+        return getattr(importlib.import_module(module), func)(job)
     import torch
 
     from emofusion.training import RunConfig, train_run
@@ -197,6 +206,10 @@ def _train_and_evaluate(job: Job, resume: bool = False) -> dict:
     start = time.perf_counter()
     result = train_run(config, resume=resume)  # resume: a requeued cluster task (launchers.py)
     train_seconds = time.perf_counter() - start
+    if config.plots:
+        from emofusion.evaluation.plots import plot_run
+
+        plot_run(result.run_dir, result.module, result.bundle, config)
     evaluations: dict[str, dict] = {}
     bundle = result.bundle  # with the run's hygiene (standardisation) applied: perturb what the model sees
     for key, spec in job.perturbations.items():
@@ -214,6 +227,9 @@ def _train_and_evaluate(job: Job, resume: bool = False) -> dict:
         "seed": job.seed,
         "metrics": {k: dict(v) for k, v in (result.metrics or {}).items()},
         "evaluations": evaluations,
+        # closed-form trivial baselines of the same dataset and split ({split: {name: metrics}})
+        "baselines": getattr(result, "baselines", {}) or {},
+        "info": getattr(result, "info", {}) or {},
         "train_seconds": train_seconds,
         "run_dir": str(getattr(result, "run_dir", job.run_dir)),
     }
@@ -284,6 +300,8 @@ class SuiteResult:
     seconds: float = 0.0
     # training + evaluation time of all runs, cached ones included (what a fresh run would cost)
     train_seconds_total: float = 0.0
+    # trivial-baseline rows: per (baseline, column) pseudo-cells with mean/std/n like the model cells
+    baseline_cells: list[dict] = field(default_factory=list)
 
     def get(self, row: str, column: str) -> dict:
         for c in self.cells:
@@ -300,6 +318,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     if arr.size == 0:
         return float("nan"), float("nan")
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def dataset_key(config: dict) -> str:
+    """What the trivial baselines depend on: the dataset and its options (labels and splits)."""
+    return canonical({"dataset": config.get("dataset"), "dataset_options": config.get("dataset_options") or {}})
+
+
+def _record_baselines(record: dict | None, split: str) -> dict[str, dict]:
+    if not record or record.get("status") != "ok":
+        return {}
+    return (record.get("baselines") or {}).get(split) or {}
 
 
 def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequence[int]) -> list[dict]:
@@ -337,9 +366,66 @@ def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequ
                 "n": {m: sum(1 for x in v if np.isfinite(x)) for m, v in values.items()},
                 "published": {m: spec.published.get((cell.row, cell.column, m)) for m in spec.metrics},
                 "errors": errors,
+                "dataset_key": dataset_key(cell.config),
+                "baselines": _baseline_means(spec, [_record_baselines(records.get((h, s)), spec.split) for s in seeds]),
             }
         )
+    # a cell without baselines of its own (a run by another runner, a failed seed) borrows those of any cell
+    # on the same dataset: they depend on the labels only
+    by_data = {}
+    for c in cells:
+        if c["baselines"]["mean"]:
+            by_data.setdefault(c["dataset_key"], c["baselines"])
+    for c in cells:
+        if not c["baselines"]["mean"] and c["dataset_key"] in by_data:
+            c["baselines"] = by_data[c["dataset_key"]]
+        c["flags"] = {m: _flag(c, m) for m in spec.metrics}
     return cells
+
+
+def _baseline_means(spec: SuiteSpec, per_seed: list[dict[str, dict]]) -> dict:
+    """{"mean": {baseline: {metric: mean}}, "std": ..., "n": ...} over the seeds that have baselines."""
+    names = _ordered(n for b in per_seed for n in b)
+    out = {"mean": {}, "std": {}, "n": {}}
+    for name in names:
+        stats = {m: _mean_std([b[name].get(m, float("nan")) for b in per_seed if name in b]) for m in spec.metrics}
+        out["mean"][name] = {m: v[0] for m, v in stats.items()}
+        out["std"][name] = {m: v[1] for m, v in stats.items()}
+        out["n"][name] = {m: sum(1 for b in per_seed if name in b and np.isfinite(b[name].get(m, np.nan)))
+                          for m in spec.metrics}
+    return out
+
+
+def _flag(cell: dict, metric: str) -> bool:
+    """True when the cell's mean does not beat the best trivial baseline of its dataset on ``metric``."""
+    if not cell["n"].get(metric):
+        return False  # nothing measured: "n/a", not a loss
+    verdict = beats_baselines(cell["mean"][metric], cell["baselines"]["mean"], metric)
+    return verdict is False
+
+
+def baseline_rows(cells: list[dict], metrics: Sequence[str]) -> list[dict]:
+    """Pseudo-cells of the baseline rows: one per (baseline, column), when every cell of the column is on
+    the same dataset (otherwise the column's baselines differ by row and only the flags are shown)."""
+    columns = _ordered(c["column"] for c in cells)
+    out = []
+    for col in columns:
+        in_col = [c for c in cells if c["column"] == col and c["baselines"]["mean"]]
+        if not in_col or len({c["dataset_key"] for c in in_col}) != 1:
+            continue
+        base = in_col[0]["baselines"]
+        for name in base["mean"]:
+            out.append({
+                "row": f"baseline: {name}",
+                "column": col,
+                "mean": dict(base["mean"][name]),
+                "std": dict(base["std"][name]),
+                "n": dict(base["n"][name]),
+                "published": {m: None for m in metrics},
+                "flags": {m: False for m in metrics},
+                "is_baseline": True,
+            })
+    return out
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -371,23 +457,43 @@ def markdown(result: SuiteResult) -> str:
     has_published = any(v is not None for c in result.cells for v in c["published"].values())
     if has_published:
         lines += ["Published numbers (where the dataset matches) are shown in brackets.", ""]
-    by_key = {(c["row"], c["column"]): c for c in result.cells}
+    base_cells = result.baseline_cells or baseline_rows(result.cells, spec.metrics)
+    base_rows = _ordered(c["row"] for c in base_cells)
+    if base_cells or any(c.get("baselines", {}).get("mean") for c in result.cells):
+        lines += [
+            "*baseline* rows: closed-form trivial predictors fitted on the training labels and scored on the "
+            f"same `{spec.split}` split with the same metric code (docs/metrics.md). {FLAG} = the model does not "
+            "beat the best of them on that metric (for a column whose rows use different datasets, each row "
+            "is compared with the baselines of its own dataset).",
+            "",
+        ]
+    by_key = {(c["row"], c["column"]): c for c in [*result.cells, *base_cells]}
     for metric in spec.metrics:
         lines += [f"**{metric}**", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for r in rows:
+        flagged = []
+        for r in [*rows, *base_rows]:
             out = []
             for col in cols:
                 c = by_key.get((r, col))
                 if c is None:
                     out.append("")
                     continue
-                text = _fmt(c["mean"][metric], c["std"][metric], c["n"][metric])
+                # a deterministic baseline (same value every seed) shows no "± 0.000"
+                n = 1 if c.get("is_baseline") and c["std"][metric] == 0 else c["n"][metric]
+                text = _fmt(c["mean"][metric], c["std"][metric], n)
                 pub = c["published"].get(metric)
                 if pub is not None:
                     text += f" [{pub:.3f}]" if isinstance(pub, (int, float)) else f" [{pub}]"
+                if c.get("flags", {}).get(metric):
+                    text += f" {FLAG}"
+                    flagged.append(f"{r} / {col}")
                 out.append(text)
-            lines.append(f"| {r} | " + " | ".join(out) + " |")
+            label = f"*{r}*" if r in base_rows and r not in rows else r
+            lines.append(f"| {label} | " + " | ".join(out) + " |")
         lines.append("")
+        if flagged:
+            lines += [f"{FLAG} not better than the best trivial baseline on {metric}: " + ", ".join(flagged[:12])
+                      + (f" and {len(flagged) - 12} more" if len(flagged) > 12 else "") + ".", ""]
     errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
     if errors:
         lines += ["Failed or missing runs:", ""]
@@ -421,11 +527,16 @@ def write_reports(result: SuiteResult) -> list[Path]:
         "seconds": result.seconds,
         "train_seconds_total": result.train_seconds_total,
         "cells": result.cells,
+        "baseline_rows": result.baseline_cells,
     }
     _atomic_write(d / "results.json", json.dumps(payload, indent=1, default=_json_default))
     with open(d / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "column", "perturbation", "metric", "mean", "std", "n", "published", "values"])
+        w.writerow(["row", "column", "perturbation", "metric", "mean", "std", "n", "published", "values",
+                    "flag_not_better_than_baseline"])
+        for c in result.baseline_cells:
+            for m in result.spec.metrics:
+                w.writerow([c["row"], c["column"], "", m, c["mean"][m], c["std"][m], c["n"][m], "", "[]", ""])
         for c in result.cells:
             for m in result.spec.metrics:
                 w.writerow(
@@ -439,6 +550,7 @@ def write_reports(result: SuiteResult) -> list[Path]:
                         c["n"][m],
                         "" if c["published"][m] is None else c["published"][m],
                         json.dumps(c["values"][m]),
+                        int(bool(c.get("flags", {}).get(m))),
                     ]
                 )
     (d / "results.md").write_text(markdown(result))
@@ -534,6 +646,7 @@ def run_suite(
     result = SuiteResult(
         name, preset, spec, seed_list, cells, root / suite_dir_name(name, preset), seconds=time.perf_counter() - start
     )
+    result.baseline_cells = baseline_rows(cells, spec.metrics)
     result.train_seconds_total = sum(
         float(r.get("train_seconds", 0.0)) for r in records.values() if r.get("status") == "ok"
     )

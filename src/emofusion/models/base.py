@@ -8,7 +8,7 @@ named auxiliary losses that the training loop adds to the task loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -31,6 +31,14 @@ class FusionModel(nn.Module):
     supports_modality_subsets: bool = True
     # the smallest number of modalities the model can run on
     min_modalities: int = 1
+    # what a model sees for a modality a sample has no frame of (mask all False): "token" (default) one
+    # learned step per modality, so "absent" differs from "average"; "zeros": the empty sequence as is
+    ABSENT_MODES = ("token", "zeros")
+    # constant predictors (no inputs read) keep no absent tokens
+    default_absent: str = "token"
+    # figures the reporting layer draws after a run, as "package.module:function" names called with
+    # (lightning module, dataset bundle, plots dir) -> list of paths (see emofusion.evaluation.plots.plot_run)
+    extra_plots: tuple[str, ...] = ()
 
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec):
         super().__init__()
@@ -44,9 +52,46 @@ class FusionModel(nn.Module):
         self.modalities = list(modality_dims)
         self.task = task
         self.output_dim = task.output_dim
+        # conversations: steps are utterances sharing one axis across modalities; no token there
+        self.set_absent_mode("zeros" if task.sequence_labels else self.default_absent)
+
+    def set_absent_mode(self, mode: str) -> None:
+        """``"token"``: a sample whose modality has no real step gets one learned step instead (mask True at
+        step 0), the same vector for every such sample, learned with the model; ``"zeros"``: left empty (every
+        encoder then pools it to zeros, indistinguishable from an average input). ``create_model(...,
+        absent=...)`` sets it; every model goes through :meth:`check_inputs`, so every model gets it."""
+        if mode not in self.ABSENT_MODES:
+            raise ValueError(f"absent must be one of {self.ABSENT_MODES}, got {mode!r}")
+        self.absent_mode = mode
+        if mode == "token":
+            # small random init: distinct from the standardised mean (0) from the first step
+            gen = torch.Generator().manual_seed(0)
+            self.absent_tokens = nn.ParameterList(
+                [nn.Parameter(0.1 * torch.randn(self.modality_dims[m], generator=gen)) for m in self.modalities]
+            )
+        elif hasattr(self, "absent_tokens"):
+            del self.absent_tokens
+
+    def _fill_absent(self, m: str, values: torch.Tensor, mask: torch.Tensor) -> ModalityTensor:
+        if values.shape[1] == 0:  # no step at all in the batch: room for the token
+            values = values.new_zeros(values.shape[0], 1, values.shape[2])
+            mask = mask.new_zeros(mask.shape[0], 1)
+        absent = ~mask.any(1)  # [B]
+        token = self.absent_tokens[self.modalities.index(m)].to(values.dtype)
+        first = torch.zeros_like(mask)
+        first[:, 0] = True
+        put = first & absent.unsqueeze(1)  # [B, T]: step 0 of absent samples
+        # always through torch.where, so the token is in every graph (DDP sees no unused parameter)
+        values = torch.where(put.unsqueeze(-1), token.expand_as(values), values)
+        self.absent_flags[m] = absent
+        return ModalityTensor(values, mask | put)
 
     def check_inputs(self, inputs: ModelInputs) -> dict[str, ModalityTensor]:
+        """Validated inputs; with ``absent="token"`` a modality without any real step in a sample gets the
+        learned token, and ``self.absent_flags[m]`` ([B] bool) says which samples got it (for models that
+        choose a time axis from the lengths: a one-step token must not become the axis)."""
         out = {}
+        self.absent_flags: dict[str, torch.Tensor] = {}
         for m in self.modalities:
             if m not in inputs:
                 raise KeyError(f"{type(self).__name__} was built for {self.modalities} but got no {m!r} input")
@@ -59,6 +104,8 @@ class FusionModel(nn.Module):
             if mask.shape != values.shape[:2]:
                 raise ValueError(f"modality {m!r}: mask {tuple(mask.shape)} does not match values {tuple(values.shape)}")
             out[m] = ModalityTensor(values, mask.bool())
+            if getattr(self, "absent_mode", "zeros") == "token":
+                out[m] = self._fill_absent(m, *out[m])
         return out
 
     def bound_output(self, raw: torch.Tensor) -> torch.Tensor:
@@ -83,3 +130,63 @@ def _soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     # straight-through clamp: forward is clamped, gradient flows where the clamp is active too, so
     # predictions stuck outside the range can still move back in
     return x + (torch.clamp(x, low, high) - x).detach()
+
+
+HEADS = ("plain", "zero_inflated")
+
+
+def build_with_shared_options(factory, modality_dims, task: TaskSpec, absent: str | None = None,
+                              head: str = "plain", zi_predict: str = "gate", **options) -> FusionModel:
+    """``factory(modality_dims=..., task=..., **options)`` plus the options every model shares (see
+    ``create_model``)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if head == "zero_inflated":
+        model = ZeroInflated(factory, modality_dims, task, predict=zi_predict, **options)
+        if absent is not None:
+            model.inner.set_absent_mode(absent)
+        return model
+    model = factory(modality_dims=modality_dims, task=task, **options)
+    if absent is not None:
+        model.set_absent_mode(absent)
+    return model
+
+
+class ZeroInflated(FusionModel):
+    """Presence x intensity head around any model, for zero-inflated intensities (most labels exactly 0).
+
+    The inner model is built with twice the outputs: K presence logits and K intensities. Trained with the
+    ``zero_inflated`` loss (BCE on presence ``y > 0`` plus L1 on the intensity where ``y > 0``); predicts
+    ``intensity if sigmoid(logit) > 0.5 else 0`` (``predict="gate"``, default: the conditional median under a
+    two-part model, what minimises MAE; measured in docs) or ``sigmoid(logit) * intensity``
+    (``predict="expected"``, the conditional mean, for MSE). An extension, not from the papers: L1 on raw
+    sparse labels is minimised by predicting zeros (paper 003 trains with L1; its MAE is near the all-zero
+    predictor's)."""
+
+    default_absent = "zeros"  # the inner model handles absent modalities
+    default_loss = "zero_inflated"
+    PREDICT = ("gate", "expected")
+
+    def __init__(self, factory, modality_dims: dict[str, int], task: TaskSpec, predict: str = "gate", **options):
+        if task.kind != "emotion_intensity" or task.sequence_labels:
+            raise ValueError(f"head='zero_inflated' is for segment-level emotion intensities, not {task.kind}")
+        if predict not in self.PREDICT:
+            raise ValueError(f"zi_predict must be one of {self.PREDICT}, got {predict!r}")
+        super().__init__(modality_dims, task)
+        names = tuple(task.output_names)
+        inner_task = replace(task, output_names=tuple(f"{n}_present" for n in names) + names, label_range=None)
+        self.inner = factory(modality_dims=modality_dims, task=inner_task, **options)
+        self.predict = predict
+        self.supports_modality_subsets = self.inner.supports_modality_subsets
+
+    def forward(self, inputs: ModelInputs) -> ModelOutput:
+        out = self.inner(inputs)
+        k = self.output_dim
+        logits, raw = out.prediction[..., :k], out.prediction[..., k:]
+        intensity = self.bound_output(raw)
+        if self.predict == "gate":
+            prediction = torch.where(logits > 0, intensity, torch.zeros_like(intensity))
+        else:
+            prediction = torch.sigmoid(logits) * intensity
+        extras = {**out.extras, "presence_logits": logits, "intensity": intensity}
+        return ModelOutput(prediction, extras, dict(out.aux_losses))

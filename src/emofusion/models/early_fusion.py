@@ -110,11 +110,23 @@ class InputFusion(nn.Module):
         self.truncating = truncating
         self.mask_zero_steps = bool(mask_zero_steps)
 
-    def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs, absent: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = {m: compact(*inputs[m]) for m in self.modalities}
         lengths = torch.stack([seqs[m][1].sum(1) for m in self.modalities], dim=1)  # [B, M]
-        if self.align_to is not None:
+        if absent:
+            # a learned absent token (one step) is broadcast onto the others' axis, never chosen as the axis
+            flags = torch.stack([absent.get(m, torch.zeros_like(lengths[:, 0], dtype=torch.bool))
+                                 for m in self.modalities], dim=1)
+            all_absent = flags.all(1, keepdim=True)
+            lengths = torch.where(flags & ~all_absent, torch.zeros_like(lengths), lengths)
+        if self.align_to is not None and not (absent and bool(absent.get(self.align_to, lengths[:, 0] < 0).any())):
             ref_len = lengths[:, self.modalities.index(self.align_to)]
+        elif self.align_to is not None:
+            # the reference modality is absent in some samples: there, the shortest present stream
+            ref_len = lengths[:, self.modalities.index(self.align_to)]
+            big = torch.iinfo(lengths.dtype).max
+            shortest = torch.where(lengths > 0, lengths, torch.full_like(lengths, big)).min(1).values
+            ref_len = torch.where(ref_len > 0, ref_len, torch.where(shortest == big, 1, shortest))
         else:
             # per sample, not per batch: a batch must give the same result as its samples one by one
             big = torch.iinfo(lengths.dtype).max
@@ -204,7 +216,7 @@ class _EarlyFusionNet(FusionModel):
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         inputs = self.check_inputs(inputs)
-        fused, mask = self.fusion(inputs)
+        fused, mask = self.fusion(inputs, self.absent_flags)
         summary, extras = self.summarize(fused, mask)
         prediction = self.bound_output(self.head(summary))
         extras["fused_mask"] = mask
@@ -308,6 +320,8 @@ class RandomBaseline(FusionModel):
     It has no trainable parameters; ``anchor`` is a zero parameter only so that a generic training loop
     (optimizer, ``loss.backward()``) runs unchanged — its gradient is always 0, so training changes nothing.
     """
+
+    default_absent = "zeros"  # reads no inputs: no absent tokens
 
     trainable = False
 

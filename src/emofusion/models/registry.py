@@ -14,9 +14,14 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, modality_dims: dict[str, int], task: TaskSpec, **kwargs):
-    """Build the registered model ``name`` for these modalities and task; ``kwargs`` are its options."""
+    """Build the registered model ``name`` for these modalities and task; ``kwargs`` are its options.
+
+    Options every model takes: ``absent`` ("token" default / "zeros", see ``FusionModel.set_absent_mode``) and
+    ``head`` ("plain" default / "zero_inflated", see ``models.base.ZeroInflated``, intensities only)."""
+    from emofusion.models.base import build_with_shared_options
+
     factory = MODELS.get(name)
     try:
-        return factory(modality_dims=modality_dims, task=task, **kwargs)
+        return build_with_shared_options(factory, modality_dims, task, **kwargs)
     except TypeError as err:
         raise TypeError(f"model {name!r}: {err}") from err

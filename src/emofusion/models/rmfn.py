@@ -165,6 +165,10 @@ class RMFN(FusionModel):
     whose lengths already agree. ``extras["alignment"]`` says which happened ("given" / "resampled:<ref>").
     """
 
+    # paper 001 Fig. 3 (HIGHLIGHT weights per stage), drawn by the reporting layer after a run; a name, not an
+    # import, so this module stays below evaluation/
+    extra_plots = ("emofusion.evaluation.rmfn_plots:plot_rmfn_run",)
+
     def __init__(
         self,
         modality_dims: dict[str, int],

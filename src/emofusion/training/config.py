@@ -12,6 +12,72 @@ from pathlib import Path
 
 import yaml
 
+LR_SCHEDULES = ("plateau", "none")
+
+# The default budget (docs/training.md, "Training recipe"). MMSA on ICT-MMMO: batch 32, at most 60 epochs,
+# patience 8 epochs; these defaults are at least that generous on small sets and stay bounded on large ones.
+BUDGET_EPOCHS = 60  # default budget: 60 epochs ...
+BUDGET_MIN_STEPS = 1500  # ... but never fewer than this many optimiser steps (small sets have few per epoch)
+MIN_STEPS = 200  # early stopping may not stop before this many steps
+VAL_MIN_STEPS, VAL_MAX_STEPS = 8, 100  # validation interval bounds (steps)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The resolved budget of one run, in optimiser steps (recorded in metrics.json ``info.budget``)."""
+
+    steps_per_epoch: int
+    max_steps: int  # -1: no step cap (an epoch cap applies)
+    max_epochs: int  # -1: no epoch cap
+    val_every_n_steps: int
+    min_steps: int
+    patience: int  # validation checks
+    lr_patience: int  # validation checks
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _divisor_interval(auto: int, total: int) -> int:
+    """The largest interval in [auto/2, auto] dividing ``total`` (so the last step is validated), else auto."""
+    if total <= auto:
+        return max(1, total)
+    for d in range(auto, max(1, auto // 2) - 1, -1):
+        if total % d == 0:
+            return d
+    return auto
+
+
+def resolve_budget(config: RunConfig, steps_per_epoch: int) -> Budget:
+    """Steps per epoch (per process) -> the run's budget. The rule (docs/training.md):
+
+    - validation every ``ceil(steps_per_epoch / 2)`` steps, clamped to [8, 100] (twice per epoch on mid-size
+      sets, several times on large ones, every few epochs on tiny ones), chosen to divide the budget;
+    - budget: ``max_steps`` if given; else ``max_epochs`` epochs if given; else
+      ``max(1500, 60 * steps_per_epoch)`` steps (rounded up to a whole number of validation intervals);
+    - early stopping after ``patience`` checks without improvement, never before ``min_steps`` (200);
+    - the plateau schedule halves the LR after ``lr_patience`` (patience // 2) checks without improvement.
+    """
+    spe = max(1, int(steps_per_epoch))
+    auto_val = config.val_every_n_steps or min(VAL_MAX_STEPS, max(VAL_MIN_STEPS, -(-spe // 2)))
+    max_epochs = config.max_epochs if config.max_epochs is not None else -1
+    if config.max_steps is not None:
+        max_steps = int(config.max_steps)
+        total = max_steps if max_epochs < 0 else min(max_steps, max_epochs * spe)
+    elif max_epochs >= 0:
+        max_steps, total = -1, max_epochs * spe
+    else:
+        total = max(BUDGET_MIN_STEPS, BUDGET_EPOCHS * spe)
+        if not config.val_every_n_steps:
+            total = -(-total // auto_val) * auto_val
+        max_steps = total
+    val_every = auto_val if config.val_every_n_steps else _divisor_interval(auto_val, max(1, total))
+    min_steps = config.min_steps if config.min_steps is not None else MIN_STEPS
+    min_steps = max(0, min(int(min_steps), total))
+    patience = int(config.patience)
+    lr_patience = config.lr_patience if config.lr_patience is not None else max(1, patience // 2)
+    return Budget(spe, max_steps, max_epochs, int(val_every), min_steps, patience, int(lr_patience))
+
 
 @dataclass
 class RunConfig:
@@ -20,13 +86,21 @@ class RunConfig:
     modalities: list[str] | None = None  # None: every modality of the dataset
     model_options: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
-    max_epochs: int = 15
+    # budget and stopping (docs/training.md); None fields are derived from the train-set size by resolve_budget
+    max_epochs: int | None = None  # an epoch cap; None: the step budget alone decides
+    max_steps: int | None = None  # optimiser steps; None: max(BUDGET_MIN_STEPS, BUDGET_EPOCHS epochs) without max_epochs
+    min_steps: int | None = None  # early stopping cannot stop before; None: MIN_STEPS (within the budget)
+    val_every_n_steps: int | None = None  # None: ceil(steps per epoch / 2) clamped to [8, 100]
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
     loss: str | None = None  # None: the task's default (l1 regression, ce classification, bce multi-label)
-    patience: int = 5
+    patience: int = 10  # validation checks without improvement of the monitored metric
     monitor: str | None = None  # None: the task's default metric (e.g. mae, accuracy)
+    lr_schedule: str = "plateau"  # "plateau": ReduceLROnPlateau on the monitored metric at each check; "none"
+    lr_factor: float = 0.5
+    lr_patience: int | None = None  # checks without improvement before the LR drops; None: patience // 2
+    min_lr: float = 1e-6
     seed: int = 0
     deterministic: bool = True
     output: str | None = None
@@ -50,7 +124,9 @@ class RunConfig:
         # YAML 1.1 reads 1e-3 as a string; coerce numeric fields and name the field when that fails
         for name, kind in (("lr", float), ("weight_decay", float), ("gradient_clip", float), ("max_epochs", int),
                            ("batch_size", int), ("patience", int), ("seed", int), ("checkpoint_every_n_steps", int),
-                           ("num_workers", int), ("num_nodes", int)):
+                           ("num_workers", int), ("num_nodes", int), ("max_steps", int), ("min_steps", int),
+                           ("val_every_n_steps", int), ("lr_factor", float), ("lr_patience", int),
+                           ("min_lr", float)):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -59,6 +135,8 @@ class RunConfig:
                     raise ValueError(f"config field {name!r} must be a number, got {value!r}") from None
         if isinstance(self.modalities, str):
             self.modalities = [m.strip() for m in self.modalities.split(",") if m.strip()]
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"config field 'lr_schedule' must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from emofusion.tasks import TaskSpec
 
-LOSSES = ("l1", "mse", "ce", "bce")
+LOSSES = ("l1", "mse", "ce", "bce", "zero_inflated")
 
 
 def default_loss(task: TaskSpec) -> str:
@@ -17,10 +17,13 @@ def default_loss(task: TaskSpec) -> str:
 
 
 def task_loss(
-    name: str, task: TaskSpec, prediction: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None = None
+    name: str, task: TaskSpec, prediction: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None = None,
+    extras: dict | None = None,
 ) -> torch.Tensor:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
+    if name == "zero_inflated":
+        return zero_inflated_loss(extras or {}, labels)
     if label_mask is not None:
         prediction = prediction[label_mask]
         labels = labels[label_mask]
@@ -34,3 +37,16 @@ def task_loss(
     if name == "mse":
         return F.mse_loss(prediction, labels)
     return F.l1_loss(prediction, labels)
+
+
+def zero_inflated_loss(extras: dict, labels: torch.Tensor) -> torch.Tensor:
+    """BCE of the presence logits on ``y > 0`` plus L1 of the intensity where ``y > 0`` (``head="zero_inflated"``
+    models, ``models.base.ZeroInflated``)."""
+    if "presence_logits" not in extras or "intensity" not in extras:
+        raise ValueError("loss 'zero_inflated' needs a model built with head='zero_inflated'")
+    logits, intensity = extras["presence_logits"], extras["intensity"]
+    labels = labels.to(logits.dtype).reshape(logits.shape)
+    present = labels > 0
+    bce = F.binary_cross_entropy_with_logits(logits, present.to(logits.dtype))
+    l1 = (intensity - labels).abs()[present].sum() / present.sum().clamp_min(1)
+    return bce + l1

@@ -31,9 +31,13 @@ class EmoFusionModule(L.LightningModule):
         self.save_hyperparameters()
         self.task = TaskSpec.from_dict(task)
         self.model = create_model(model_name, dict(modality_dims), self.task, **(model_options or {}))
-        self.loss_name = loss or default_loss(self.task)
+        self.loss_name = loss or getattr(self.model, "default_loss", None) or default_loss(self.task)
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # set by the run engine (not a hyperparameter: inference does not need it); see configure_optimizers
+        self.lr_schedule: dict | None = None
+        self._plateau = None
+        self._plateau_state: dict | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -43,11 +47,20 @@ class EmoFusionModule(L.LightningModule):
         return self.model({m: batch.inputs[m] for m in self.modalities})
 
     def _loss(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = task_loss(self.loss_name, self.task, output.prediction, batch.labels, batch.label_mask)
+        loss = task_loss(
+            self.loss_name, self.task, output.prediction, batch.labels, batch.label_mask, output.extras
+        )
         total = loss
         for aux in output.aux_losses.values():
             total = total + aux
         return total, loss
+
+    def init_from_train_labels(self, labels: np.ndarray) -> None:
+        """Models that declare ``init_from_labels(labels, loss)`` (e.g. the ``mean`` model) start from the
+        closed-form optimum of their loss on the training labels instead of an arbitrary constant."""
+        hook = getattr(self.model, "init_from_labels", None)
+        if callable(hook):
+            hook(np.asarray(labels), self.loss_name)
 
     def training_step(self, batch: Batch, batch_idx: int):
         output = self(batch)
@@ -60,7 +73,10 @@ class EmoFusionModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: Batch):
         output = self(batch)
         _, loss = self._loss(output, batch)
-        self.log(f"{stage}/loss", loss, batch_size=len(batch), on_epoch=True, prog_bar=stage == "val")
+        # every process evaluates the whole split (the evaluation sampler is not sharded), so the values are
+        # equal on all ranks; sync_dist keeps the logged value global should that ever change
+        self.log(f"{stage}/loss", loss, batch_size=len(batch), on_epoch=True, prog_bar=stage == "val",
+                 sync_dist=self._distributed)
         self._outputs[stage].append(_collect(output.prediction, batch))
 
     def validation_step(self, batch: Batch, batch_idx: int):
@@ -78,9 +94,28 @@ class EmoFusionModule(L.LightningModule):
         labels = np.concatenate([c[1] for c in chunks])
         metrics = compute_metrics(self.task, preds, labels)
         self.last_metrics[stage] = metrics
+        # metrics over the whole split, computed by every rank alike (see _eval_step): selection and early
+        # stopping see the global value, not one shard's
         for name, value in metrics.items():
             if np.isfinite(value):
-                self.log(f"{stage}/{name}", float(value), prog_bar=(name == self.task.monitor))
+                self.log(f"{stage}/{name}", float(value), prog_bar=(name == self.task.monitor),
+                         sync_dist=self._distributed)
+        if stage == "val":
+            self._step_schedule(metrics.get(self.task.monitor, float("nan")))
+
+    @property
+    def _distributed(self) -> bool:
+        try:
+            return self.trainer.world_size > 1
+        except RuntimeError:  # not attached to a trainer
+            return False
+
+    def _step_schedule(self, value: float) -> None:
+        if self._plateau is None:
+            return
+        if np.isfinite(value):
+            self._plateau.step(float(value))
+        self.log("lr", float(self._plateau.optimizer.param_groups[0]["lr"]), sync_dist=self._distributed)
 
     def on_validation_epoch_end(self):
         self._epoch_end("val")
@@ -92,7 +127,26 @@ class EmoFusionModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return None  # parameter-free baselines (e.g. the random baseline) train nothing
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = self.lr_schedule or {}
+        if sched.get("kind") == "plateau":
+            # stepped by this module at each validation check (Lightning's step-interval plateau update
+            # counts batches within an epoch, not validation checks); its state travels in checkpoints
+            self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=self.task.monitor_mode, factor=sched["factor"], patience=sched["patience"],
+                min_lr=sched["min_lr"],
+            )
+            if self._plateau_state is not None:
+                self._plateau.load_state_dict(self._plateau_state)
+        return optimizer
+
+    def on_save_checkpoint(self, checkpoint):
+        if self._plateau is not None:
+            checkpoint["emofusion_plateau"] = self._plateau.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        # called before configure_optimizers on resume; applied there
+        self._plateau_state = checkpoint.get("emofusion_plateau")
 
     @torch.no_grad()
     def predict_loader(self, loader) -> dict:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -20,9 +20,10 @@ from emofusion.data import load_dataset
 from emofusion.data.collate import Collator, LengthBucketBatchSampler
 from emofusion.data.dataset import DatasetBundle, SampleDataset
 from emofusion.data.hygiene import apply_hygiene, fit_hygiene
+from emofusion.evaluation.baselines import bundle_baselines, split_labels
 from emofusion.evaluation.metrics import compute_metrics
 from emofusion.training.callbacks import ExactResume, FaultInjection
-from emofusion.training.config import RunConfig, load_yaml, save_yaml
+from emofusion.training.config import RunConfig, load_yaml, resolve_budget, save_yaml
 from emofusion.training.module import EmoFusionModule
 
 log = logging.getLogger("emofusion")
@@ -43,6 +44,10 @@ class RunResult:
     module: EmoFusionModule
     bundle: DatasetBundle
     seconds: float
+    # closed-form trivial baselines on the same splits: {split: {name: metrics}}
+    baselines: dict = field(default_factory=dict)
+    # what metrics.json's "info" holds: selection metric, steps trained, budget ...
+    info: dict = field(default_factory=dict)
 
 
 def select_modalities(bundle: DatasetBundle, modalities: list[str] | None) -> DatasetBundle:
@@ -173,12 +178,20 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
     modalities = bundle.modalities
     train_loader = make_loader(bundle.train, config, modalities, True, task.sequence_labels)
     val_loader = make_loader(bundle.val, config, modalities, False, task.sequence_labels)
+    # the sampler is not sharded yet (the process group starts inside fit): divide by the process count
+    budget = resolve_budget(config, -(-len(train_loader) // _world_size(config)))
+    if config.lr_schedule == "plateau":
+        module.lr_schedule = {"kind": "plateau", "factor": config.lr_factor, "patience": budget.lr_patience,
+                              "min_lr": config.min_lr}
+    train_labels = split_labels(bundle.train)
+    if not resume:
+        module.init_from_train_labels(train_labels)
 
     monitor = f"val/{task.monitor}"
     # no "-v1" suffixes: best.ckpt / last.ckpt always belong to this run
     best_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.monitor_mode, save_top_k=1,
-        enable_version_counter=False,
+        enable_version_counter=False, save_on_train_epoch_end=False,
     )
     last_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="step", save_last=True, save_top_k=0,
@@ -188,7 +201,10 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         ExactResume(train_loader.batch_sampler),
         best_cb,
         last_cb,
-        EarlyStopping(monitor=monitor, mode=task.monitor_mode, patience=config.patience),
+        # patience counts validation checks (every budget.val_every_n_steps steps); Trainer(min_steps) keeps
+        # the run going until budget.min_steps even when the callback asks to stop
+        EarlyStopping(monitor=monitor, mode=task.monitor_mode, patience=budget.patience,
+                      check_on_train_epoch_end=False),
     ]
     if config.progress:
         cbs.append(RichProgressBar(leave=True))
@@ -196,7 +212,12 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         cbs.append(FaultInjection(int(os.environ["EMOFUSION_FAULT_AT_STEP"])))
     cbs += callbacks or []
     trainer = L.Trainer(
-        max_epochs=config.max_epochs,
+        # a step budget still gets an epoch count (the progress bar shows "Epoch e/E", not "/-2")
+        max_epochs=budget.max_epochs if budget.max_epochs >= 0 else -(-budget.max_steps // budget.steps_per_epoch),
+        max_steps=budget.max_steps,
+        min_steps=budget.min_steps,
+        val_check_interval=budget.val_every_n_steps,
+        check_val_every_n_epoch=None,  # validation counts steps across epochs
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
@@ -222,18 +243,54 @@ def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = 
         module = EmoFusionModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=False)
     module.eval()
     metrics = {s: evaluate_split(module, bundle, s, config=config) for s in ("val", "test")}
+    baselines = bundle_baselines(bundle, ("val", "test"), seed=config.seed, train_labels=train_labels)
+    best_score = best_cb.best_model_score
     metrics_info = {
         "best_checkpoint": best_path,
+        # the checkpoint was chosen by this validation metric (the protocol's: preset monitor or task default)
+        "monitor": task.monitor,
+        "monitor_mode": task.monitor_mode,
+        "best_val_score": float(best_score) if best_score is not None else None,
+        "best_step": _checkpoint_step(best_path),
+        "steps_trained": int(trainer.global_step),
         "epochs_trained": trainer.current_epoch,
+        "stopped_early": bool(trainer.should_stop) and int(trainer.global_step) < _step_cap(budget),
+        "budget": budget.to_dict(),
         "seconds": round(time.time() - start, 2),
         "num_parameters": module.model.num_parameters(),
     }
-    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "info": metrics_info}, indent=2, default=float))
-    if config.plots:
-        from emofusion.evaluation.plots import plot_run
+    payload = {**metrics, "baselines": baselines, "info": metrics_info}
+    (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    # plots are drawn by the callers (CLI, suites: emofusion.evaluation.plots.plot_run); the engine does not
+    # import the reporting layer
+    return RunResult(metrics, run_dir, module, bundle, time.time() - start, baselines, metrics_info)
 
-        plot_run(run_dir, module, bundle, config)
-    return RunResult(metrics, run_dir, module, bundle, time.time() - start)
+
+def _world_size(config: RunConfig) -> int:
+    """Processes of a run (devices x nodes); ``devices="auto"`` on CPU is one process."""
+    devices = config.devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        count = max(1, int(devices))
+    else:
+        count = 1
+    return count * max(1, int(config.num_nodes))
+
+
+def _step_cap(budget) -> int:
+    caps = [c for c in (budget.max_steps, budget.max_epochs * budget.steps_per_epoch if budget.max_epochs >= 0 else -1)
+            if c >= 0]
+    return min(caps) if caps else 1 << 62
+
+
+def _checkpoint_step(path: str | None) -> int | None:
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception:  # an unreadable checkpoint is reported by the loader, not here
+        return None
 
 
 def evaluate_split(

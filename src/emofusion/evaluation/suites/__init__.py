@@ -8,5 +8,6 @@ from emofusion.evaluation.suites import (  # noqa: F401
     paper002,
     paper003,
     paper004,
+    real,
     robustness,
 )

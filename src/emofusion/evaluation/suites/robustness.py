@@ -2,9 +2,10 @@
 test-time perturbations of increasing severity (one training run per model and seed; every perturbation
 is evaluated on that same trained model). Output: metric vs severity per model, as a table and a plot.
 
-Missing modality uses ``mode="empty"`` (the modality is present with zero steps, mask all False): a model
-built for three modalities cannot be called without one of its inputs, while an empty sequence is exactly
-"no evidence" for a padding-safe model. Models that fail on a perturbation get "n/a" and the error is listed.
+"<modality> absent at test time" uses ``missing_modality`` with ``mode="empty"`` (the modality is present with
+zero steps, mask all False, for every test sample): a model built for three modalities cannot be called without
+one of its inputs, while an empty sequence is exactly how a sample without any frame of a modality arrives;
+every model then sees its learned absent token (``absent="token"``, the default; models/base.py). Models that fail on a perturbation get "n/a" and the error is listed.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ FULL = [
 
 SHORT = {
     "gaussian_noise": "noise",
-    "missing_modality": "missing",
+    "missing_modality": "absent at test time",
     "temporal_shift": "shift",
     "speaker_offset": "spk-offset",
     "frame_drop": "drop",
@@ -59,7 +60,7 @@ UNITS = {"gaussian_noise": "dB", "temporal_shift": "s", "speaker_offset": "σ", 
 
 def family_name(kind: str, modality) -> str:
     mod = modality if isinstance(modality, str) else "+".join(modality)
-    return f"{SHORT[kind]} {mod}"
+    return f"{mod} {SHORT[kind]}" if kind == "missing_modality" else f"{SHORT[kind]} {mod}"
 
 
 def _models(preset: str) -> dict[str, dict]:

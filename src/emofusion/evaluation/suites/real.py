@@ -1,0 +1,153 @@
+"""The ``real`` suite: every applicable model on each real dataset in ``../shared/data/mfn_h5`` (ICT-MMMO:
+sentiment in [1, 5]; YouTube: 3 classes; audio + visual, the only modalities every split has), 3 seeds, the
+datasets' own splits, next to the closed-form trivial baselines of the same split and, when MMSA is
+installed (``pip install emofusion[peers]``), MMSA 2.2.1's own models trained on the same split, features and
+standardisation by MMSA's recipe (``benchmarks/mmsa_accuracy.py``: its per-model config, batch 32, at most 60
+epochs, early stop on the validation loss after 8 epochs without improvement, best weights restored; text an
+all-zero tensor since MMSA needs three modalities).
+
+    emofusion benchmark real --out /work/bench_out
+
+``EMOFUSION_DATA`` overrides the data folder (default ``../shared/data``). A dataset whose folder is absent, or
+MMSA when it cannot be imported, is skipped and the table says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+from emofusion.evaluation.suite import Cell, SuiteSpec, register_suite
+
+DATASETS = {"mmmo": "ICT-MMMO", "youtube": "YouTube"}
+MODALITIES = ["audio", "visual"]
+# emofusion's segment-level models; per-dataset presets (configs/<model>_<dataset>.yaml) where one exists
+MODELS = ["tfn", "mfn", "mult", "early_fusion_lstm", "lmf", "rrnn", "rmfn", "delta_attention", "late_fusion", "ef_lstm"]
+# MMSA's counterpart of each emofusion model (the done-when pairs)
+MMSA_PAIRS = {"tfn": "tfn", "mfn": "mfn", "mult": "mult", "ef_lstm": "early_fusion_lstm"}
+MMSA_ROW = "MMSA {}"
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("EMOFUSION_DATA", "../shared/data"))
+
+
+def repo_root() -> Path:
+    from emofusion.evaluation.benchmark import repo_root as root
+
+    return root()
+
+
+def mmsa_module():
+    """benchmarks/mmsa_accuracy.py of this checkout (one copy of the MMSA training code), or None."""
+    path = repo_root() / "benchmarks" / "mmsa_accuracy.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("emofusion_bench_mmsa_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def preset_config(model: str, dataset: str) -> dict:
+    """configs/<model>_<dataset>.yaml (a per-dataset preset) as RunConfig fields, else {}."""
+    from emofusion.training.config import load_yaml
+
+    path = repo_root() / "configs" / f"{model}_{dataset}.yaml"
+    if not path.exists():
+        return {}
+    data = load_yaml(path)
+    for key in ("model", "dataset", "seed", "output", "modalities"):
+        data.pop(key, None)
+    return data
+
+
+def mmsa_skip_reason() -> str | None:
+    module = mmsa_module()
+    if module is None:
+        return "benchmarks/mmsa_accuracy.py not found (not a source checkout)"
+    return module.mmsa_available()
+
+
+@register_suite("real", "every model on ICT-MMMO and YouTube (MFN features), baselines, MMSA's models when installed")
+def build(preset: str) -> SuiteSpec:
+    cells, notes = [], []
+    mmsa_reason = mmsa_skip_reason()
+    if mmsa_reason:
+        notes.append(f"MMSA rows skipped: {mmsa_reason}.")
+    for name, label in DATASETS.items():
+        folder = data_root() / "mfn_h5" / name
+        if not folder.is_dir():
+            notes.append(f"{label} skipped: {folder} does not exist (the real data are not part of a clone).")
+            continue
+        dataset = f"mfn:{folder}"
+        for model in MODELS:
+            config = {"model": model, "dataset": dataset, "modalities": MODALITIES, **preset_config(model, name)}
+            cells.append(Cell(model, label, config, None, {"kind": "emofusion", "model": model}))
+        if mmsa_reason is None:
+            for mmsa in MMSA_PAIRS:
+                config = {"runner": "emofusion.evaluation.suites.real:run_mmsa", "mmsa_model": mmsa,
+                          "dataset": dataset, "modalities": MODALITIES}
+                cells.append(Cell(MMSA_ROW.format(mmsa), label, config, None, {"kind": "mmsa", "model": mmsa}))
+    description = (__doc__.split("\n\n")[0].replace("\n", " ") + "\n\n" + " ".join(notes)).strip()
+    return SuiteSpec(
+        cells=cells,
+        metrics=["mae", "pearson_r", "acc2_has0", "accuracy", "f1_weighted"],
+        seeds=[0, 1, 2],
+        title="Real data: ICT-MMMO and YouTube (MFN features, audio + visual), emofusion and MMSA",
+        description=description,
+    )
+
+
+def run_mmsa(job) -> dict:
+    """Suite runner of one MMSA cell: the same data preparation as emofusion's runs (the dataset's splits,
+    hygiene fitted on train), then ``benchmarks/mmsa_accuracy.py:train_mmsa``; metrics by emofusion's code."""
+    import numpy as np
+    import torch
+
+    from emofusion.evaluation.metrics import compute_metrics
+    from emofusion.training.config import RunConfig
+    from emofusion.training.run import prepare_data
+
+    torch.set_num_threads(1)
+    module = mmsa_module()
+    reason = module.mmsa_available() if module is not None else "benchmarks/mmsa_accuracy.py not found"
+    if reason:
+        raise RuntimeError(reason)
+    config = job.config
+    start = time.perf_counter()
+    bundle, _, _ = prepare_data(RunConfig(dataset=config["dataset"], modalities=config["modalities"]))
+    arrays = module.bundle_arrays(bundle, config["modalities"])
+    out = module.train_mmsa(config["mmsa_model"], arrays, job.seed, bundle.task)
+    metrics = {}
+    for split in ("val", "test"):
+        labels = arrays[split]["y"]
+        labels = labels[:, None] if labels.dtype.kind == "f" else labels
+        metrics[split] = {k: float(v) for k, v in compute_metrics(bundle.task, out[f"{split}_pred"], labels).items()}
+    record = {
+        "status": "ok",
+        "config": config,
+        "seed": job.seed,
+        "metrics": metrics,
+        "evaluations": {"clean": dict(metrics[job.split])},
+        "baselines": _baselines(bundle),
+        "info": {k: out[k] for k in ("best_epoch", "epochs", "val_loss", "params")},
+        "train_seconds": time.perf_counter() - start,
+        "run_dir": job.run_dir,
+    }
+    Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(job.run_dir) / "mmsa.json").write_text(json.dumps({**record, "mmsa_config": out["config"],
+                                                             "test_pred": np.asarray(out["test_pred"]).tolist()},
+                                                            default=float))
+    return record
+
+
+def _baselines(bundle) -> dict:
+    try:
+        from emofusion.evaluation.baselines import bundle_baselines
+    except ImportError:
+        return {}
+    return bundle_baselines(bundle)
