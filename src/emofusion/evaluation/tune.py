@@ -478,44 +478,17 @@ def confirm(spec: TuneSpec, study, seeds: list[int], jobs: int = 1, launcher: st
                      suite_name="confirm", log=lambda m: print(m), **kwargs)
 
 
-def trivial_baselines(base: dict) -> dict[str, dict]:
-    """Closed-form constant predictors of the protocol on the test split (train mean / median for
-    regression, all-zero for emotion intensities, majority class for classification)."""
-    from emofusion.evaluation.metrics import compute_metrics
+def trivial_baselines(base: dict, seed: int = 0) -> dict[str, dict]:
+    """The protocol's closed-form trivial baselines on the test split (evaluation/baselines.py: train mean /
+    median, all-zero where 0 is a label, majority class, class prior), fitted on the train split."""
+    from emofusion.evaluation.baselines import bundle_baselines
     from emofusion.training import RunConfig
     from emofusion.training.run import prepare_data
 
     config = RunConfig.from_dict({**base, "output": None})
     bundle, _, _ = prepare_data(config)
-    task = bundle.task
-    if task.sequence_labels:
-        return {}
-    train = np.stack([np.asarray(bundle.train.raw(i).label, np.float64) for i in range(len(bundle.train))])
-    test = np.stack([np.asarray(bundle.test.raw(i).label, np.float64) for i in range(len(bundle.test))])
-    n = len(test)
-    out = {}
-
-    def const(row):
-        return np.broadcast_to(np.asarray(row, np.float64), (n, *np.shape(row))).copy()
-
-    if task.is_regression:
-        shape = (-1, task.output_dim)
-        tr = train.reshape(shape)
-        out["train mean (constant)"] = compute_metrics(task, const(tr.mean(0)).reshape(test.shape), test)
-        out["train median (constant)"] = compute_metrics(task, const(np.median(tr, 0)).reshape(test.shape), test)
-        if task.kind == "emotion_intensity":
-            out["all zero (constant)"] = compute_metrics(task, np.zeros_like(test), test)
-    elif task.kind == "classification":
-        labels = train.astype(int).ravel()
-        k = len(task.output_names)
-        majority = int(np.bincount(labels, minlength=k).argmax())
-        logits = np.full((n, k), -10.0)
-        logits[:, majority] = 10.0
-        out[f"majority class ({task.output_names[majority]})"] = compute_metrics(task, logits, test)
-    elif task.kind == "multilabel_binary":
-        present = train.mean(0) >= 0.5
-        out["per-class majority (constant)"] = compute_metrics(task, const(np.where(present, 10.0, -10.0)), test)
-    return {name: _numbers(m) for name, m in out.items()}
+    return {f"{name} (trivial baseline)": _numbers(m)
+            for name, m in bundle_baselines(bundle, ("test",), seed=seed)["test"].items()}
 
 
 # ----------------------------------------------------------------------------------------- reports
@@ -590,8 +563,8 @@ def summarize(spec: TuneSpec, study, suite_result, baselines: dict, seeds: list[
 
 
 # columns of the Markdown table (every metric is in results.json): the selection metric, then these
-HEADLINE = ("mse", "mae", "pearson_r", "acc2", "f1", "wa", "f1_weighted", "acc5", "acc7", "accuracy",
-            "f1_macro", "mean_f1")
+HEADLINE = ("mse", "mae", "pearson_r", "acc2_non0", "f1_non0", "acc2_has0", "acc2", "f1", "wa", "f1_weighted",
+            "acc5", "acc7", "accuracy", "f1_macro", "mean_f1")
 
 
 def markdown(summary: dict, max_columns: int = 7) -> str:
@@ -617,7 +590,7 @@ def markdown(summary: dict, max_columns: int = 7) -> str:
         "| | " + " | ".join(metrics) + " |",
         "|---" * (len(metrics) + 1) + "|",
     ]
-    const_rows = [r for r in summary["rows"] if "constant" in r["name"] or "majority" in r["name"]]
+    const_rows = [r for r in summary["rows"] if r["name"].endswith("(trivial baseline)")]
     m0 = summary["metric"] if summary["metric"] in metrics else metrics[0]
     best_const = [r["mean"].get(m0) for r in const_rows if r["mean"].get(m0) is not None]
     best_const = (min if lower else max)(best_const) if best_const else None
@@ -631,7 +604,7 @@ def markdown(summary: dict, max_columns: int = 7) -> str:
         mean0 = r["mean"].get(m0)
         if r not in const_rows and best_const is not None and mean0 is not None and math.isfinite(mean0):
             if (mean0 >= best_const) if lower else (mean0 <= best_const):
-                name += f" **(does not beat the best constant on {m0})**"
+                name += f" **(does not beat the best trivial baseline on {m0})**"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
