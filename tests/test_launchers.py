@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emofusion.evaluation import launchers
-from emofusion.evaluation.launchers import CellTask, LauncherOptions, launch, sbatch_script
+from emofusion.evaluation.launchers import CellTask, LauncherOptions, launch
 from emofusion.evaluation.suite import Cell, SuiteSpec, plan_jobs, run_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,10 +90,9 @@ def test_slurm_array_script_without_submitting(tmp_path):
     todo = plan_jobs(spec, [0, 1], tmp_path)
     opts = LauncherOptions(partition="gpu-short", time_min=30, setup=["source .venv/bin/activate"],
                            array_parallelism=3, wait=False)
-    with _mocked_slurm() as mock:
+    with _mocked_slurm():
         list(launch(todo, "slurm", tmp_path, opts, log=None))
         scripts = sorted((tmp_path / "submitit").glob("*_submission.sh"))
-        assert mock is not None
     texts = [p.read_text() for p in scripts]
     assert len(texts) == 2  # one array per resource shape: single-device cells, 2-device cells
     single = next(t for t in texts if "--ntasks-per-node=1" in t)
@@ -136,3 +135,42 @@ def test_benchmark_cli_has_the_launcher_flags():
                                       "--no-wait", "--slurm-setup", "module load cuda"])
     opts = launchers.options_from_args(args)
     assert args.launcher == "slurm" and opts.time_min == 5 and not opts.wait and opts.setup == ["module load cuda"]
+
+
+@pytest.mark.slow
+def test_requeued_task_resumes_from_its_last_checkpoint(tmp_path, src_on_path, monkeypatch):
+    import json
+    import pickle
+    import subprocess
+    import sys
+
+    cfg = {**TINY, "max_epochs": 3, "checkpoint_every_n_steps": 2}
+    spec = SuiteSpec([Cell("a", "clean", cfg)], ["mae"], seeds=[0])
+    (job,) = plan_jobs(spec, [0], tmp_path / "cut")
+    (ref,) = plan_jobs(spec, [0], tmp_path / "full")
+    pickled = tmp_path / "job.pkl"
+    pickled.write_bytes(pickle.dumps(job))
+    # the first attempt dies (SIGKILL, as a preempted node) after step 5 of 9, with last.ckpt at step 4
+    code = f"import pickle; from emofusion.evaluation.suite import run_job; run_job(pickle.load(open({str(pickled)!r}, 'rb')))"
+    killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EMOFUSION_FAULT_AT_STEP": "5"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode != 0 and not Path(job.cache_path).exists()
+    assert (Path(job.run_dir) / "checkpoints" / "last.ckpt").exists()
+
+    import torch
+
+    import emofusion.training as training
+
+    assert torch.load(Path(job.run_dir) / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    calls = []
+    real = training.train_run
+    monkeypatch.setattr(training, "train_run", lambda config, resume=False, **kw: calls.append(resume) or real(
+        config, resume=resume, **kw))
+    requeued = CellTask().checkpoint(job)  # what submitit pickles and runs again after the requeue
+    record = requeued.function(*requeued.args, **requeued.kwargs)
+    fresh = CellTask()(ref)
+    assert calls == [True, False]  # the requeued task continued from last.ckpt; the reference ran through
+    assert record["status"] == "ok" and fresh["status"] == "ok"
+    assert record["metrics"]["test"]["mae"] == pytest.approx(fresh["metrics"]["test"]["mae"], rel=1e-6)
+    # exact resume: the interrupted-and-requeued cell scores what the uninterrupted one does
+    assert json.loads(Path(job.cache_path).read_text())["status"] == "ok"

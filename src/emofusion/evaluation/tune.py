@@ -723,7 +723,8 @@ def register_cli(sub) -> None:
                    help="run trials only (e.g. SLURM array workers); a later run without it confirms")
     p.add_argument("--fail-running", action="store_true",
                    help="mark every RUNNING trial failed and retry it (after killed workers on other hosts)")
-    p.add_argument("--launcher", default="local", help="confirmation runs: local, submitit-local or slurm")
+    p.add_argument("--launcher", default="local", choices=["local", "submitit-local", "slurm"],
+                   help="where the confirmation runs train (see docs/tuning.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the base config (as emofusion train)")
     p.set_defaults(func=_cmd_tune_entry)
