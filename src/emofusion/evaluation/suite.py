@@ -248,7 +248,7 @@ def run_job(job: Job, resume: bool = False) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     try:
-        record = _train_and_evaluate(job, resume=resume)
+        record = _train_and_evaluate(job, resume=True) if resume else _train_and_evaluate(job)
     except Exception as err:
         return {
             "status": "error",
