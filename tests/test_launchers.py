@@ -155,7 +155,7 @@ def test_requeued_task_resumes_from_its_last_checkpoint(tmp_path, src_on_path, m
     # the first attempt dies (SIGKILL, as a preempted node) after step 5 of 9, with last.ckpt at step 4
     code = f"import pickle; from emofusion.evaluation.suite import run_job; run_job(pickle.load(open({str(pickled)!r}, 'rb')))"
     killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EMOFUSION_FAULT_AT_STEP": "5"},
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=900)
     assert killed.returncode != 0 and not Path(job.cache_path).exists()
     assert (Path(job.run_dir) / "checkpoints" / "last.ckpt").exists()
 

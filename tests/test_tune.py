@@ -120,7 +120,7 @@ def test_killed_study_resumes(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     journal = study_dir / "study.journal"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     killed_state = None
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -145,7 +145,7 @@ def test_killed_study_resumes(tmp_path):
     killed_number = killed_state[-1][0]
     done_before = {n: v for n, s, v in killed_state if s == TrialState.COMPLETE}
 
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"trials [{killed_number}] were left running" in out.stdout
     study, _ = _counts(journal, "study")
