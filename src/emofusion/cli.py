@@ -12,7 +12,7 @@ from pathlib import Path
 # Commands contributed by other modules: each module defines ``register_cli(subparsers)``, which adds its
 # sub-parser and sets ``func`` (a callable taking the parsed args and returning an exit code).
 EXTRA_COMMANDS: list[str] = ["emofusion.data.commands", "emofusion.evaluation.attention_plots",
-                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid",
+                            "emofusion.evaluation.benchmark", "emofusion.evaluation.grid", "emofusion.evaluation.tune",
                             "emofusion.features.commands"]  # extract, predict, export
 
 

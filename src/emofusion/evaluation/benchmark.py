@@ -4,6 +4,7 @@
     emofusion benchmark paper000-table3 --preset quick --seeds 3 --jobs 2
     emofusion benchmark all --preset quick          # every suite, the speed table, then the results page
     emofusion benchmark report                      # only rebuild docs/results.md from what has been run
+    emofusion benchmark paper003-grid --launcher slurm --slurm-partition gpu   # one array task per cell
 
 Suite outputs live in ``--out`` (default ``bench_out/``, git-ignored: caches and run folders); the report
 copies each suite's Markdown and figures into ``docs/results.md`` and ``docs/results/``.
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from emofusion.evaluation.launchers import add_arguments as add_launcher_arguments
+from emofusion.evaluation.launchers import options_from_args, submit_suite
 from emofusion.evaluation.suite import get_suite, list_suites, run_suite
 
 DEFAULT_OUT = "bench_out"
@@ -153,12 +156,17 @@ def cmd_benchmark(args) -> int:
     names = suite_order(list_suites()) if args.name == "all" else [args.name]
     if args.name != "all":
         get_suite(args.name, args.preset)  # unknown names fail before any work
+    if args.launcher == "slurm" and (args.dry_run or args.no_wait):
+        for name in names:
+            submit_suite(name, args.preset, args.seeds, out, args.launcher, options_from_args(args))
+        return 0
     failed = []
     for name in names:
         if args.skip and name in args.skip.split(","):
             continue
         try:
-            result = run_suite(name, preset=args.preset, seeds=args.seeds, jobs=args.jobs, out_dir=out)
+            result = run_suite(name, preset=args.preset, seeds=args.seeds, jobs=args.jobs, out_dir=out,
+                               launcher=args.launcher, launcher_options=options_from_args(args))
         except Exception as err:  # one broken suite must not stop `all`
             if args.name != "all":
                 raise
@@ -189,6 +197,7 @@ def register_cli(sub) -> None:
     p.add_argument("--docs", default=None, help="results page to write (default docs/results.md)")
     p.add_argument("--skip", default="", help="comma-separated suites to skip with 'all'")
     p.add_argument("--no-speed", action="store_true", help="with 'all': do not run benchmarks/speed.py")
+    add_launcher_arguments(p)
     p.set_defaults(func=cmd_benchmark)
 
 

@@ -181,7 +181,7 @@ def _cached(job: Job) -> dict | None:
     return record if all(k in have for k in job.perturbations) else None
 
 
-def _train_and_evaluate(job: Job) -> dict:
+def _train_and_evaluate(job: Job, resume: bool = False) -> dict:
     """Train one run and evaluate it clean and under each perturbation (the engine does the work)."""
     if "runner" in job.config:
         # a cell trained by something else (a peer library's models): "package.module:function"(job) -> record
@@ -204,7 +204,7 @@ def _train_and_evaluate(job: Job) -> dict:
     options.setdefault("plots", False)
     config = RunConfig(**options)
     start = time.perf_counter()
-    result = train_run(config)
+    result = train_run(config, resume=resume)  # resume: a requeued cluster task (launchers.py)
     train_seconds = time.perf_counter() - start
     if config.plots:
         from emofusion.evaluation.plots import plot_run
@@ -239,7 +239,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def run_job(job: Job) -> dict:
+def run_job(job: Job, resume: bool = False) -> dict:
     """Run (or load from cache) one job; always returns a record and writes it to the cache when it succeeds."""
     cached = _cached(job)
     if cached is not None:
@@ -248,7 +248,7 @@ def run_job(job: Job) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     try:
-        record = _train_and_evaluate(job)
+        record = _train_and_evaluate(job, resume=True) if resume else _train_and_evaluate(job)
     except Exception as err:
         return {
             "status": "error",
@@ -585,6 +585,8 @@ def run_suite(
     out_dir: str | os.PathLike = "bench_out",
     log: Callable[[str], None] | None = print,
     suite_name: str | None = None,
+    launcher: str = "local",
+    launcher_options=None,
 ) -> SuiteResult:
     """Run (or resume) a suite and write its reports; ``seeds`` is a count or an explicit list."""
     start = time.perf_counter()
@@ -616,7 +618,12 @@ def run_suite(
         if record["status"] != "ok":
             log(record.get("traceback", record.get("error", "")))
 
-    if jobs > 1 and len(todo) > 1:
+    if launcher != "local":  # submitit (local subprocesses or a SLURM array): see launchers.py
+        from emofusion.evaluation.launchers import launch
+
+        for i, (job, record) in enumerate(launch(todo, launcher, root, launcher_options, log), 1):
+            done(job, record, i)
+    elif jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 

@@ -69,6 +69,10 @@ def pool(steps, final, mask, how: str):
 class UnimodalLSTM(FusionModel):
     """LSTM encoder over one modality's own sequence, pooled (max by default) -> MLP head."""
 
+    # `emofusion tune` space (no paper grid: sizes around the defaults, dropout 0-0.5)
+    search_space = {"hidden_dim": [32, 64, 128], "head_dim": [32, 64, 128],
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+
     min_modalities = 1
 
     def __init__(
@@ -117,6 +121,10 @@ class EarlyFusionLSTM(FusionModel):
     ``fuse="encoders"``: paper 000's early-fusion baseline, each view encoded by its own BiLSTM first, then
     the encoder outputs resampled to the highest rate, concatenated, and decoded by one LSTM of the same size.
     """
+
+    # `emofusion tune` space (no paper grid: sizes around the defaults, dropout 0-0.5)
+    search_space = {"hidden_dim": [32, 64, 128], "head_dim": [32, 64, 128],
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
 
     def __init__(
         self,

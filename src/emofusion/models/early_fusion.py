@@ -181,6 +181,10 @@ def _check_range(name: str, value: int, low: int = 1) -> int:
 
 
 class _EarlyFusionNet(FusionModel):
+    # `emofusion tune`: §4.4's grid (1-3 layers, 1-3 FC layers, dropout {0.1, 0.2}, maxlen {15..30})
+    search_space = {"num_layers": [1, 2, 3], "fc_layers": [1, 2, 3], "dropout": [0.1, 0.2],
+                    "maxlen": list(MAXLEN_CHOICES)}
+
     def __init__(
         self,
         modality_dims: dict[str, int],

@@ -27,6 +27,9 @@ class LateFusion(FusionModel):
     and ``view_weights`` ``[n_views, out]``.
     """
 
+    # `emofusion tune` space (paper 000 gives no grid for its baseline)
+    search_space = {"encoder_dim": [32, 64, 128], "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+
     def __init__(
         self,
         modality_dims: dict[str, int],
