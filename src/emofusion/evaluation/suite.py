@@ -61,6 +61,9 @@ class SuiteSpec:
     plot: Callable[[SuiteResult, Path], list[Path]] | None = None
     # metrics where lower is better (for marking the best value of each column)
     lower_is_better: Sequence[str] = ("mae", "mse", "mae_sum", "mse_sum")
+    # add the runs' closed-form trivial baselines as rows per column and mark (†) every model cell that does
+    # not beat the best of them (emofusion.evaluation.baselines)
+    baseline_rows: bool = False
 
 
 SUITES = Registry("benchmark suite")
@@ -355,6 +358,42 @@ def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequ
     return cells
 
 
+def with_baseline_rows(spec: SuiteSpec, cells: list[dict], records: dict, seeds) -> list[dict]:
+    """Cells plus one ``baseline: NAME`` row per trivial baseline and column (from the runs' records), with
+    ``flags[metric]`` set on every model cell that does not beat the best baseline of its column."""
+    from emofusion.evaluation.baselines import beats_baselines
+
+    per_column: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for cell in spec.cells:
+        h = config_hash(cell.config)
+        for seed in seeds:
+            record = records.get((h, seed)) or {}
+            for name, metrics in (record.get("baselines") or {}).get(spec.split, {}).items():
+                values = per_column.setdefault(cell.column, {}).setdefault(name, {})
+                if len(values.get(spec.metrics[0], [])) >= len(seeds):
+                    continue  # the same split's baselines, one set per seed
+                for m in spec.metrics:
+                    values.setdefault(m, []).append(float(metrics.get(m, float("nan"))))
+    rows = []
+    for column, names in per_column.items():
+        for name, values in names.items():
+            stats = {m: _mean_std(values.get(m, [])) for m in spec.metrics}
+            rows.append({
+                "row": f"baseline: {name}", "column": column, "perturbation": None, "perturbation_label": "clean",
+                "config": {}, "config_hash": "", "meta": {"kind": "baseline"},
+                "values": {m: values.get(m, []) for m in spec.metrics},
+                "mean": {m: s[0] for m, s in stats.items()}, "std": {m: s[1] for m, s in stats.items()},
+                "n": {m: sum(1 for x in values.get(m, []) if np.isfinite(x)) for m in spec.metrics},
+                "published": {m: None for m in spec.metrics}, "errors": [],
+            })
+    for c in cells:
+        base = {r["row"]: {m: r["mean"][m] for m in spec.metrics} for r in rows if r["column"] == c["column"]}
+        if c["perturbation"] is None and base:
+            c["flags"] = {m: beats_baselines(c["mean"][m], base, m) is False
+                          if np.isfinite(c["mean"][m]) else False for m in spec.metrics}
+    return cells + rows
+
+
 def _fmt(mean: float, std: float, n: int) -> str:
     if not np.isfinite(mean):
         return "n/a"
@@ -395,12 +434,17 @@ def markdown(result: SuiteResult) -> str:
                     out.append("")
                     continue
                 text = _fmt(c["mean"][metric], c["std"][metric], c["n"][metric])
+                if c.get("flags", {}).get(metric):
+                    text += " †"
                 pub = c["published"].get(metric)
                 if pub is not None:
                     text += f" [{pub:.3f}]" if isinstance(pub, (int, float)) else f" [{pub}]"
                 out.append(text)
             lines.append(f"| {r} | " + " | ".join(out) + " |")
         lines.append("")
+    if any(f for c in result.cells for f in c.get("flags", {}).values()):
+        lines += ["† does not beat the best trivial baseline of its column (rows `baseline: ...`, fitted on the "
+                  "training split, same test split and metric code).", ""]
     errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
     if errors:
         lines += ["Failed or missing runs:", ""]
@@ -537,6 +581,8 @@ def run_suite(
             done(job, run_job(job), i)
 
     cells = aggregate(spec, records, seed_list)
+    if spec.baseline_rows:
+        cells = with_baseline_rows(spec, cells, records, seed_list)
     result = SuiteResult(
         name, preset, spec, seed_list, cells, root / suite_dir_name(name, preset), seconds=time.perf_counter() - start
     )
