@@ -102,7 +102,7 @@ def build(preset: str) -> SuiteSpec:
     description = (__doc__.split("\n\n")[0].replace("\n", " ") + "\n\n" + " ".join(notes)).strip()
     return SuiteSpec(
         cells=cells,
-        metrics=["mae", "pearson_r", "acc2_has0", "accuracy", "f1_weighted"],
+        metrics=["mae", "pearson_r", "acc2_has0", "acc2_non0", "accuracy", "f1_weighted"],
         seeds=[0, 1, 2],
         title="Real data: ICT-MMMO and YouTube (MFN features, audio + visual), emofusion and MMSA",
         baseline_rows=True,
