@@ -4,7 +4,7 @@
     python benchmarks/paper002_staged.py --table1           # Table 1's epochs / lr / batch sizes verbatim
 
 Each stage is an engine run (``emofusion.training.train_run``); stage outputs are saved and the next stage
-is trained on them (``emofusion.models.delta_attention.train_staged``). Prints Acc6 / F1 / MAE per stage.
+is trained on them (``emofusion.training.protocols.train_staged``). Prints Acc6 / F1 / MAE per stage.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from emofusion.evaluation.suites.paper002 import sizes  # noqa: E402
-from emofusion.models.delta_attention import TABLE1, train_staged  # noqa: E402
+from emofusion.models.delta_attention import TABLE1  # noqa: E402
+from emofusion.training.protocols import train_staged  # noqa: E402
 
 METRICS = ("acc6", "f1_6", "mae")
 

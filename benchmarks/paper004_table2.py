@@ -6,7 +6,7 @@
 
 The first form runs the ``paper004-table2`` suite (single-stage rows as cached runs, then cLSTM-LF and MMAN
 trained on the frozen sub-networks of the same seed) and prints/writes OUT/paper004-table2/paper004_tables.md
-and confusion_<model>.png. The second runs the staged protocol (``emofusion.models.mman.train_mman``) once
+and confusion_<model>.png. The second runs the staged protocol (``emofusion.training.protocols.train_mman``) once
 for a config file.
 """
 
@@ -43,8 +43,8 @@ def main() -> None:
     if args.mman_config:
         import json
 
-        from emofusion.models.mman import train_mman
         from emofusion.training.config import RunConfig, load_yaml
+        from emofusion.training.protocols import train_mman
 
         config = RunConfig.from_dict(load_yaml(args.mman_config))
         out = train_mman(

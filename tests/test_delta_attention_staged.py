@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from emofusion.data import load_dataset
-from emofusion.models.delta_attention import TABLE1, train_staged
+from emofusion.models.delta_attention import TABLE1
+from emofusion.training.protocols import train_staged
 
 SMALL = dict(d_ch=8, num_heads=2, d_o=12, d_r=4, dcca_hidden=8, d_t=8, window=3, dropout=0.0)
 

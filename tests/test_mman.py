@@ -199,8 +199,8 @@ def test_models_run_on_synthetic_conv_batches():
 
 def test_train_mman_protocol_through_the_engine(tmp_path):
     pytest.importorskip("lightning")
-    from emofusion.models.mman import train_mman
     from emofusion.training import RunConfig
+    from emofusion.training.protocols import train_mman
 
     torch.set_num_threads(1)
     config = RunConfig(

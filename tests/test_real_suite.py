@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from emofusion.data.batch import Sample
-from emofusion.evaluation.suite import Cell, SuiteSpec, config_hash, with_baseline_rows
 from emofusion.evaluation.suites import real
 
 
@@ -31,7 +30,6 @@ def test_cells_per_dataset_and_mmsa_pairs(monkeypatch, tmp_path):
         assert c.config["modalities"] == ["audio", "visual"] and c.config["dataset"].startswith("mfn:")
         if c.meta["kind"] == "mmsa":
             assert c.config["runner"] == "emofusion.evaluation.suites.real:run_mmsa"
-    assert spec.baseline_rows
     monkeypatch.setattr(real, "mmsa_skip_reason", lambda: "MMSA is not installed (test)")
     spec = real.build("quick")
     assert not [c for c in spec.cells if c.meta["kind"] == "mmsa"]
@@ -77,22 +75,3 @@ def test_bundle_arrays_put_rows_back_on_their_word_slots():
     assert not present["audio"][1].any() and not x["audio"][1].any()  # absent audio: no slot
     assert present["visual"][1].tolist() == [False, False, True, False, True]
     np.testing.assert_allclose(arrays["train"]["y"], [2.5, 2.5])
-
-
-def test_baseline_rows_and_flags():
-    cells = [Cell("good", "D", {"model": "a"}), Cell("bad", "D", {"model": "b"})]
-    spec = SuiteSpec(cells=cells, metrics=["mae", "pearson_r"], seeds=[0, 1], baseline_rows=True)
-    base = {"test": {"train_median": {"mae": 1.2, "pearson_r": float("nan")}, "train_mean": {"mae": 1.3}}}
-    records = {}
-    for cell, mae in (("good", 1.0), ("bad", 1.25)):
-        config = next(c.config for c in cells if c.row == cell)
-        for seed in (0, 1):
-            records[(config_hash(config), seed)] = {"status": "ok", "evaluations": {"clean": {"mae": mae, "pearson_r": 0.3}}, "baselines": base}
-    from emofusion.evaluation.suite import aggregate
-
-    out = with_baseline_rows(spec, aggregate(spec, records, [0, 1]), records, [0, 1])
-    by = {c["row"]: c for c in out}
-    assert by["baseline: train_median"]["mean"]["mae"] == pytest.approx(1.2)
-    assert by["baseline: train_median"]["n"]["mae"] == 2
-    assert by["good"]["flags"] == {"mae": False, "pearson_r": False}
-    assert by["bad"]["flags"]["mae"] is True and by["bad"]["flags"]["pearson_r"] is False  # no finite baseline r

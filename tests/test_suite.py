@@ -51,7 +51,16 @@ def test_suite_shares_runs_caches_and_reports(tmp_path, monkeypatch):
     md = (tmp_path / "tiny" / "results.md").read_text()
     assert "± " in md and "[0.500]" in md and "n/a" in md
     rows = (tmp_path / "tiny" / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("row,column,perturbation,metric") and len(rows) == 1 + 3 * 2
+    assert rows[0].startswith("row,column,perturbation,metric")
+    assert len([r for r in rows[1:] if not r.startswith("baseline: ")]) == 3 * 2
+    # trivial-baseline rows of the same dataset and split, in every table
+    assert "*baseline: all_zero*" in md and "*baseline: train_median*" in md
+    base = {(c["row"], c["column"]): c for c in json.loads((tmp_path / "tiny" / "results.json").read_text())["baseline_rows"]}
+    zero = base[("baseline: all_zero", "clean")]["mean"]["mae"]
+    record = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
+    assert record["baselines"]["test"]["all_zero"]["mae"] == pytest.approx(zero)
+    best = min(base[(f"baseline: {n}", "clean")]["mean"]["mae"] for n in ("all_zero", "train_mean", "train_median"))
+    assert clean["flags"]["mae"] == (clean["mean"]["mae"] >= best)
     payload = json.loads((tmp_path / "tiny" / "results.json").read_text())
     assert payload["seeds"] == [0, 1] and len(payload["cells"]) == 3
 
@@ -143,3 +152,19 @@ def test_robustness_suite_plot_with_fake_runs(tmp_path, monkeypatch):
     model = res.cells[0]["row"]
     assert res.mean(model, "clean", "mae") == pytest.approx(0.3)
     assert res.mean(model, "noise visual 0dB", "mae") == pytest.approx(0.4)
+
+
+def test_tables_flag_models_that_do_not_beat_the_best_baseline():
+    spec = SuiteSpec([Cell("model", "data", TINY)], ["mae", "wa"], seeds=[0])
+    h = config_hash(TINY)
+    record = {"status": "ok", "evaluations": {"clean": {"mae": 0.5, "wa": 0.6}},
+              "baselines": {"test": {"all_zero": {"mae": 0.3, "wa": 0.5}, "train_mean": {"mae": 0.6, "wa": 0.55}}}}
+    cells = suite_mod.aggregate(spec, {(h, 0): record}, [0])
+    assert cells[0]["flags"] == {"mae": True, "wa": False}  # 0.5 MAE loses to all-zero's 0.3; WA wins
+    result = suite_mod.SuiteResult("t", "quick", spec, [0], cells, None)
+    result.baseline_cells = suite_mod.baseline_rows(cells, spec.metrics)
+    md = suite_mod.markdown(result)
+    assert "| model | 0.500 † |" in md and "| model | 0.600 |" in md
+    assert "| *baseline: all_zero* | 0.300 |" in md
+    assert "† not better than the best trivial baseline on mae: model / data." in md
+    assert "on wa:" not in md

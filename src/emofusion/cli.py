@@ -115,10 +115,9 @@ def _dataset_options(overrides):
 
 
 def cmd_evaluate(args) -> int:
+    from emofusion.evaluation.baselines import bundle_baselines
     from emofusion.evaluation.reports import print_metrics
     from emofusion.training.run import bundle_for_module, evaluate_split, load_module
-
-    from emofusion.evaluation.baselines import bundle_baselines
 
     module = load_module(args.checkpoint)
     bundle, run = bundle_for_module(module, args.dataset, _dataset_options(args.overrides))

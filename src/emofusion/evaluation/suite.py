@@ -28,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emofusion.evaluation.baselines import beats_baselines
 from emofusion.evaluation.robustness import make_perturbation, perturbation_label
 from emofusion.registry import Registry
 
-CACHE_VERSION = 1
+# 2: the step-based training recipe and trivial baselines in every record (issue 13); older runs retrain
+CACHE_VERSION = 2
+FLAG = "†"
 PRESETS = ("quick", "full")
 
 
@@ -61,9 +64,6 @@ class SuiteSpec:
     plot: Callable[[SuiteResult, Path], list[Path]] | None = None
     # metrics where lower is better (for marking the best value of each column)
     lower_is_better: Sequence[str] = ("mae", "mse", "mae_sum", "mse_sum")
-    # add the runs' closed-form trivial baselines as rows per column and mark (†) every model cell that does
-    # not beat the best of them (emofusion.evaluation.baselines)
-    baseline_rows: bool = False
 
 
 SUITES = Registry("benchmark suite")
@@ -300,6 +300,8 @@ class SuiteResult:
     seconds: float = 0.0
     # training + evaluation time of all runs, cached ones included (what a fresh run would cost)
     train_seconds_total: float = 0.0
+    # trivial-baseline rows: per (baseline, column) pseudo-cells with mean/std/n like the model cells
+    baseline_cells: list[dict] = field(default_factory=list)
 
     def get(self, row: str, column: str) -> dict:
         for c in self.cells:
@@ -316,6 +318,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     if arr.size == 0:
         return float("nan"), float("nan")
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def dataset_key(config: dict) -> str:
+    """What the trivial baselines depend on: the dataset and its options (labels and splits)."""
+    return canonical({"dataset": config.get("dataset"), "dataset_options": config.get("dataset_options") or {}})
+
+
+def _record_baselines(record: dict | None, split: str) -> dict[str, dict]:
+    if not record or record.get("status") != "ok":
+        return {}
+    return (record.get("baselines") or {}).get(split) or {}
 
 
 def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequence[int]) -> list[dict]:
@@ -353,45 +366,66 @@ def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequ
                 "n": {m: sum(1 for x in v if np.isfinite(x)) for m, v in values.items()},
                 "published": {m: spec.published.get((cell.row, cell.column, m)) for m in spec.metrics},
                 "errors": errors,
+                "dataset_key": dataset_key(cell.config),
+                "baselines": _baseline_means(spec, [_record_baselines(records.get((h, s)), spec.split) for s in seeds]),
             }
         )
+    # a cell without baselines of its own (a run by another runner, a failed seed) borrows those of any cell
+    # on the same dataset: they depend on the labels only
+    by_data = {}
+    for c in cells:
+        if c["baselines"]["mean"]:
+            by_data.setdefault(c["dataset_key"], c["baselines"])
+    for c in cells:
+        if not c["baselines"]["mean"] and c["dataset_key"] in by_data:
+            c["baselines"] = by_data[c["dataset_key"]]
+        c["flags"] = {m: _flag(c, m) for m in spec.metrics}
     return cells
 
 
-def with_baseline_rows(spec: SuiteSpec, cells: list[dict], records: dict, seeds) -> list[dict]:
-    """Cells plus one ``baseline: NAME`` row per trivial baseline and column (from the runs' records), with
-    ``flags[metric]`` set on every model cell that does not beat the best baseline of its column."""
-    from emofusion.evaluation.baselines import beats_baselines
+def _baseline_means(spec: SuiteSpec, per_seed: list[dict[str, dict]]) -> dict:
+    """{"mean": {baseline: {metric: mean}}, "std": ..., "n": ...} over the seeds that have baselines."""
+    names = _ordered(n for b in per_seed for n in b)
+    out = {"mean": {}, "std": {}, "n": {}}
+    for name in names:
+        stats = {m: _mean_std([b[name].get(m, float("nan")) for b in per_seed if name in b]) for m in spec.metrics}
+        out["mean"][name] = {m: v[0] for m, v in stats.items()}
+        out["std"][name] = {m: v[1] for m, v in stats.items()}
+        out["n"][name] = {m: sum(1 for b in per_seed if name in b and np.isfinite(b[name].get(m, np.nan)))
+                          for m in spec.metrics}
+    return out
 
-    per_column: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for cell in spec.cells:
-        h = config_hash(cell.config)
-        for seed in seeds:
-            record = records.get((h, seed)) or {}
-            for name, metrics in (record.get("baselines") or {}).get(spec.split, {}).items():
-                values = per_column.setdefault(cell.column, {}).setdefault(name, {})
-                if len(values.get(spec.metrics[0], [])) >= len(seeds):
-                    continue  # the same split's baselines, one set per seed
-                for m in spec.metrics:
-                    values.setdefault(m, []).append(float(metrics.get(m, float("nan"))))
-    rows = []
-    for column, names in per_column.items():
-        for name, values in names.items():
-            stats = {m: _mean_std(values.get(m, [])) for m in spec.metrics}
-            rows.append({
-                "row": f"baseline: {name}", "column": column, "perturbation": None, "perturbation_label": "clean",
-                "config": {}, "config_hash": "", "meta": {"kind": "baseline"},
-                "values": {m: values.get(m, []) for m in spec.metrics},
-                "mean": {m: s[0] for m, s in stats.items()}, "std": {m: s[1] for m, s in stats.items()},
-                "n": {m: sum(1 for x in values.get(m, []) if np.isfinite(x)) for m in spec.metrics},
-                "published": {m: None for m in spec.metrics}, "errors": [],
+
+def _flag(cell: dict, metric: str) -> bool:
+    """True when the cell's mean does not beat the best trivial baseline of its dataset on ``metric``."""
+    if not cell["n"].get(metric):
+        return False  # nothing measured: "n/a", not a loss
+    verdict = beats_baselines(cell["mean"][metric], cell["baselines"]["mean"], metric)
+    return verdict is False
+
+
+def baseline_rows(cells: list[dict], metrics: Sequence[str]) -> list[dict]:
+    """Pseudo-cells of the baseline rows: one per (baseline, column), when every cell of the column is on
+    the same dataset (otherwise the column's baselines differ by row and only the flags are shown)."""
+    columns = _ordered(c["column"] for c in cells)
+    out = []
+    for col in columns:
+        in_col = [c for c in cells if c["column"] == col and c["baselines"]["mean"]]
+        if not in_col or len({c["dataset_key"] for c in in_col}) != 1:
+            continue
+        base = in_col[0]["baselines"]
+        for name in base["mean"]:
+            out.append({
+                "row": f"baseline: {name}",
+                "column": col,
+                "mean": dict(base["mean"][name]),
+                "std": dict(base["std"][name]),
+                "n": dict(base["n"][name]),
+                "published": {m: None for m in metrics},
+                "flags": {m: False for m in metrics},
+                "is_baseline": True,
             })
-    for c in cells:
-        base = {r["row"]: {m: r["mean"][m] for m in spec.metrics} for r in rows if r["column"] == c["column"]}
-        if c["perturbation"] is None and base:
-            c["flags"] = {m: beats_baselines(c["mean"][m], base, m) is False
-                          if np.isfinite(c["mean"][m]) else False for m in spec.metrics}
-    return cells + rows
+    return out
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -423,28 +457,43 @@ def markdown(result: SuiteResult) -> str:
     has_published = any(v is not None for c in result.cells for v in c["published"].values())
     if has_published:
         lines += ["Published numbers (where the dataset matches) are shown in brackets.", ""]
-    by_key = {(c["row"], c["column"]): c for c in result.cells}
+    base_cells = result.baseline_cells or baseline_rows(result.cells, spec.metrics)
+    base_rows = _ordered(c["row"] for c in base_cells)
+    if base_cells or any(c.get("baselines", {}).get("mean") for c in result.cells):
+        lines += [
+            "*baseline* rows: closed-form trivial predictors fitted on the training labels and scored on the "
+            f"same `{spec.split}` split with the same metric code (docs/metrics.md). {FLAG} = the model does not "
+            "beat the best of them on that metric (for a column whose rows use different datasets, each row "
+            "is compared with the baselines of its own dataset).",
+            "",
+        ]
+    by_key = {(c["row"], c["column"]): c for c in [*result.cells, *base_cells]}
     for metric in spec.metrics:
         lines += [f"**{metric}**", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for r in rows:
+        flagged = []
+        for r in [*rows, *base_rows]:
             out = []
             for col in cols:
                 c = by_key.get((r, col))
                 if c is None:
                     out.append("")
                     continue
-                text = _fmt(c["mean"][metric], c["std"][metric], c["n"][metric])
-                if c.get("flags", {}).get(metric):
-                    text += " †"
+                # a deterministic baseline (same value every seed) shows no "± 0.000"
+                n = 1 if c.get("is_baseline") and c["std"][metric] == 0 else c["n"][metric]
+                text = _fmt(c["mean"][metric], c["std"][metric], n)
                 pub = c["published"].get(metric)
                 if pub is not None:
                     text += f" [{pub:.3f}]" if isinstance(pub, (int, float)) else f" [{pub}]"
+                if c.get("flags", {}).get(metric):
+                    text += f" {FLAG}"
+                    flagged.append(f"{r} / {col}")
                 out.append(text)
-            lines.append(f"| {r} | " + " | ".join(out) + " |")
+            label = f"*{r}*" if r in base_rows and r not in rows else r
+            lines.append(f"| {label} | " + " | ".join(out) + " |")
         lines.append("")
-    if any(f for c in result.cells for f in c.get("flags", {}).values()):
-        lines += ["† does not beat the best trivial baseline of its column (rows `baseline: ...`, fitted on the "
-                  "training split, same test split and metric code).", ""]
+        if flagged:
+            lines += [f"{FLAG} not better than the best trivial baseline on {metric}: " + ", ".join(flagged[:12])
+                      + (f" and {len(flagged) - 12} more" if len(flagged) > 12 else "") + ".", ""]
     errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
     if errors:
         lines += ["Failed or missing runs:", ""]
@@ -478,11 +527,16 @@ def write_reports(result: SuiteResult) -> list[Path]:
         "seconds": result.seconds,
         "train_seconds_total": result.train_seconds_total,
         "cells": result.cells,
+        "baseline_rows": result.baseline_cells,
     }
     _atomic_write(d / "results.json", json.dumps(payload, indent=1, default=_json_default))
     with open(d / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "column", "perturbation", "metric", "mean", "std", "n", "published", "values"])
+        w.writerow(["row", "column", "perturbation", "metric", "mean", "std", "n", "published", "values",
+                    "flag_not_better_than_baseline"])
+        for c in result.baseline_cells:
+            for m in result.spec.metrics:
+                w.writerow([c["row"], c["column"], "", m, c["mean"][m], c["std"][m], c["n"][m], "", "[]", ""])
         for c in result.cells:
             for m in result.spec.metrics:
                 w.writerow(
@@ -496,6 +550,7 @@ def write_reports(result: SuiteResult) -> list[Path]:
                         c["n"][m],
                         "" if c["published"][m] is None else c["published"][m],
                         json.dumps(c["values"][m]),
+                        int(bool(c.get("flags", {}).get(m))),
                     ]
                 )
     (d / "results.md").write_text(markdown(result))
@@ -581,11 +636,10 @@ def run_suite(
             done(job, run_job(job), i)
 
     cells = aggregate(spec, records, seed_list)
-    if spec.baseline_rows:
-        cells = with_baseline_rows(spec, cells, records, seed_list)
     result = SuiteResult(
         name, preset, spec, seed_list, cells, root / suite_dir_name(name, preset), seconds=time.perf_counter() - start
     )
+    result.baseline_cells = baseline_rows(cells, spec.metrics)
     result.train_seconds_total = sum(
         float(r.get("train_seconds", 0.0)) for r in records.values() if r.get("status") == "ok"
     )

@@ -22,7 +22,6 @@ Interpretation choices (also in docs/models/delta_attention.md):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -181,29 +180,40 @@ class DeltaEncoder(nn.Module):
 # §4.2: DCCA
 
 
+def _scatter(h1: torch.Tensor, h2: torch.Tensor):
+    """Centred scatter matrices (sums of outer products) of two views, float64: C11, C22, C12 and N."""
+    a = h1.double() - h1.double().mean(0, keepdim=True)
+    b = h2.double() - h2.double().mean(0, keepdim=True)
+    return a.T @ a, b.T @ b, a.T @ b, float(h1.shape[0])
+
+
+def correlations_from_covariances(s11, s22, s12, eps: float = 1e-3) -> torch.Tensor:
+    """Canonical correlations from (co)variances: singular values of ``L1^-1 S12 L2^-T`` with
+    ``S_ii + eps I = L_i L_i^T`` (Cholesky). Any whitening gives the same singular values as the usual
+    ``S11^-1/2 S12 S22^-1/2``; Cholesky has a finite gradient everywhere (an eigendecomposition's gradient
+    is infinite at repeated eigenvalues, e.g. a batch of identical rows), and ``svdvals``' gradient
+    ``U V^T`` needs no eigen-gaps either."""
+    eye1 = torch.eye(s11.shape[0], dtype=s11.dtype, device=s11.device)
+    eye2 = torch.eye(s22.shape[0], dtype=s22.dtype, device=s22.device)
+    l1 = torch.linalg.cholesky(s11 + eps * eye1)
+    l2 = torch.linalg.cholesky(s22 + eps * eye2)
+    t = torch.linalg.solve_triangular(l1, s12, upper=False)
+    t = torch.linalg.solve_triangular(l2, t.T, upper=False).T
+    return torch.linalg.svdvals(t)
+
+
 def canonical_correlations(h1: torch.Tensor, h2: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Canonical correlations of two views ``[N, d1]``, ``[N, d2]`` (descending, ``min(d1, d2)`` values).
 
-    Covariances are regularised with ``eps * I``; computed in float64 as the singular values of
-    ``S11^-1/2 S12 S22^-1/2`` (Andrew et al. 2013).
+    Covariances (unbiased) are regularised with ``eps * I``; float64 (Andrew et al. 2013).
     """
     if h1.shape[0] != h2.shape[0]:
         raise ValueError(f"CCA views need the same number of samples, got {h1.shape[0]} and {h2.shape[0]}")
     n = h1.shape[0]
     if n < 2:
         raise ValueError("CCA needs at least 2 samples")
-    a = h1.double() - h1.double().mean(0, keepdim=True)
-    b = h2.double() - h2.double().mean(0, keepdim=True)
-    s11 = a.T @ a / (n - 1) + eps * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
-    s22 = b.T @ b / (n - 1) + eps * torch.eye(b.shape[1], dtype=b.dtype, device=b.device)
-    s12 = a.T @ b / (n - 1)
-
-    def inv_sqrt(s):
-        vals, vecs = torch.linalg.eigh(s)
-        return vecs @ torch.diag(vals.clamp_min(eps) ** -0.5) @ vecs.T
-
-    t = inv_sqrt(s11) @ s12 @ inv_sqrt(s22)
-    return torch.linalg.svdvals(t)
+    c11, c22, c12, _ = _scatter(h1, h2)
+    return correlations_from_covariances(c11 / (n - 1), c22 / (n - 1), c12 / (n - 1), eps)
 
 
 def multiview_cca(views: list[torch.Tensor], eps: float = 1e-3) -> torch.Tensor:
@@ -213,6 +223,50 @@ def multiview_cca(views: list[torch.Tensor], eps: float = 1e-3) -> torch.Tensor:
         raise ValueError("multi-view CCA needs at least two views")
     vals = [canonical_correlations(views[i], views[j], eps).mean() for i, j in pairs]
     return torch.stack(vals).mean()
+
+
+class RunningCCA(nn.Module):
+    """Multi-view CCA objective (eq. 13) over enough samples to carry signal.
+
+    A batch of 4 utterances with ``d_r = 16`` has canonical correlations [1, 1, 1, 0, ...] whatever the
+    encoders do (4 samples span 3 centred dimensions). Here the covariances are pooled: the current batch's
+    scatter matrices (with gradient) are added to an exponentially decayed running sum of earlier batches'
+    (without gradient), ``S = (momentum * C_run + C_batch) / (momentum * N_run + N_batch)``, so the estimate
+    rests on about ``N_batch / (1 - momentum)`` samples. ``momentum = 0`` is the plain per-batch CCA. The
+    running sums update in training mode only and are not saved (a fresh estimate builds up in a few steps).
+    """
+
+    def __init__(self, num_views: int, dim: int, momentum: float = 0.9, eps: float = 1e-3):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"cca_momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.pairs = [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
+        for k in range(len(self.pairs)):
+            for name in ("c11", "c22", "c12"):
+                self.register_buffer(f"{name}_{k}", torch.zeros(dim, dim, dtype=torch.float64), persistent=False)
+            self.register_buffer(f"n_{k}", torch.zeros((), dtype=torch.float64), persistent=False)
+
+    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
+        vals = []
+        for k, (i, j) in enumerate(self.pairs):
+            c11, c22, c12, n = _scatter(views[i], views[j])
+            run = [getattr(self, f"{name}_{k}") for name in ("c11", "c22", "c12")]
+            n_run = getattr(self, f"n_{k}")
+            mom = self.momentum
+            total = mom * n_run + n
+            if float(total) < 2:
+                continue
+            s11, s22, s12 = ((mom * r + c) / (total - 1) for r, c in zip(run, (c11, c22, c12)))
+            vals.append(correlations_from_covariances(s11, s22, s12, self.eps).mean())
+            if self.training and mom > 0:
+                with torch.no_grad():
+                    for r, c in zip(run, (c11, c22, c12)):
+                        r.mul_(mom).add_(c.detach())
+                    n_run.mul_(mom).add_(n)
+        if not vals:
+            return views[0].new_zeros((), dtype=torch.float64)
+        return torch.stack(vals).mean()
 
 
 class ConvStack(nn.Module):
@@ -261,8 +315,9 @@ class DeltaAttention(FusionModel):
         dcca_hidden: int = 32,
         d_r: int = 16,
         dcca_kernel: int = 3,
-        cca_pairing: str = "utterance",
+        cca_pairing: str = "frames",
         cca_eps: float = 1e-3,
+        cca_momentum: float = 0.9,
         cca_weight: float = 0.1,
         recon_weight: float = 0.0,
         d_t: int = 32,
@@ -348,6 +403,8 @@ class DeltaAttention(FusionModel):
             self.dcca_enc = nn.ModuleDict(
                 {m: ConvStack(d_o, dcca_hidden, d_r, dcca_kernel) for m in self.modalities}
             )
+            # eq. 13 over the frames of the batch's utterances, with pooled covariances (see RunningCCA)
+            self.cca = RunningCCA(len(self.modalities), d_r, cca_momentum, cca_eps)
             if recon_weight > 0:
                 self.dcca_dec = nn.ModuleDict(
                     {m: ConvStack(d_r, dcca_hidden, d_o, dcca_kernel) for m in self.modalities}
@@ -387,23 +444,24 @@ class DeltaAttention(FusionModel):
     def cca_views(self, yhats: dict, masks: dict) -> list[torch.Tensor]:
         if self.cca_pairing == "utterance":
             return [masked_mean(yhats[m], masks[m]) for m in self.modalities]
-        # frames: every modality resampled onto the longest one's axis; each real frame is a sample
-        ref = max(self.modalities, key=lambda m: masks[m].shape[1])
-        ref_mask = masks[ref]
-        views = []
+        # frames: per sample, every modality resampled (nearest neighbour) onto the length of its longest
+        # modality; each step of that common axis is one CCA sample (decided per sample, not per batch)
+        lengths = torch.stack([masks[m].sum(1) for m in self.modalities])  # [M, B]
+        target = lengths.max(0).values
+        steps = int(target.max()) if target.numel() else 0
+        views, common = [], None
         for m in self.modalities:
-            v = yhats[m]
-            if m != ref:
-                v, _ = resample_to_lengths(v, masks[m], ref_mask.sum(1), ref_mask.shape[1])
-            views.append(v[ref_mask])
-        return views
+            v, new_mask = resample_to_lengths(yhats[m], masks[m], target, steps)
+            views.append(v)
+            common = new_mask if common is None else common & new_mask
+        return [v[common] for v in views]
 
     def dcca_losses(self, ys: dict, yhats: dict, masks: dict) -> tuple[dict, dict]:
         aux, extras = {}, {}
         if len(self.modalities) >= 2:
             views = self.cca_views(yhats, masks)
-            if views[0].shape[0] >= 2:
-                corr = multiview_cca(views, self.cca_eps).to(views[0].dtype)
+            if views[0].shape[0] >= 1:
+                corr = self.cca(views).to(views[0].dtype)
                 extras["cca_correlation"] = corr.detach()
                 if self.cca_weight > 0:
                     aux["cca"] = -self.cca_weight * corr
@@ -484,7 +542,8 @@ def _head(in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
 
 # ----------------------------------------------------------------------------------------------------------
 # staged training (paper 002, Table 1): each module trained separately, its outputs saved, the next one
-# trained on the saved outputs. Every stage is an ordinary engine run (emofusion.training.train_run).
+# trained on the saved outputs. The protocol itself (emofusion.training.protocols.train_staged) chains
+# ordinary engine runs; this module keeps the paper's settings and the saved-output dataset.
 
 # Table 1 of the paper (Adam): epochs, learning rate, mini-batch size, weight decay per module
 TABLE1 = {
@@ -579,126 +638,3 @@ def _merge_by_id(parts: list[list[Sample]]) -> list[Sample]:
             feats.update(idx[s.id].features)
         merged.append(Sample(s.id, feats, s.label, s.speaker, s.conversation))
     return merged
-
-
-def train_staged(
-    dataset: str = "synthetic",
-    dataset_options: dict | None = None,
-    modalities: list[str] | None = None,
-    model_options: dict | None = None,
-    stages: dict | None = None,
-    seed: int = 0,
-    output: str | Path = "runs/delta_attention_staged",
-    threads: int | None = 1,
-    patience: int = 5,
-    loss: str | None = None,
-) -> dict:
-    """Paper 002's staged training (Table 1), built on :func:`emofusion.training.train_run`.
-
-    1. ``selfattn_<m>``: each unimodal delta self-attention module with its own head, on the task loss.
-    2. ``dcca``: the DCCA encoders on the saved ``Y_M`` with the correlation loss only (eq. 13); a linear
-       probe on the detached pooled ``Yhat`` is fitted alongside (it gives Table 2's DCCA row).
-    3. ``crossattn``: the fused attention + head (eq. 14-17) on the saved ``[Yhat_M; Y_M]``.
-
-    ``stages`` overrides Table 1 per stage (e.g. ``{"dcca": {"lr": 1e-3}}``). Returns the metrics of every
-    stage and the paths of the saved outputs; the stage-3 metrics are those of the whole staged model.
-    """
-    from emofusion.training import RunConfig, train_run
-
-    output = Path(output)
-    opts = {k: v for k, v in (model_options or {}).items() if k not in ("variant", "modality", "input_stage")}
-    hp = {k: dict(v) for k, v in TABLE1.items()}
-    for k, v in (stages or {}).items():
-        hp.setdefault(k, {}).update(v)
-    common = dict(
-        seed=seed,
-        threads=threads,
-        patience=patience,
-        progress=False,
-        plots=False,
-        loss=loss,
-    )
-    results: dict = {"stages": {}, "outputs": {}}
-
-    # stage 1: unimodal modules, one engine run per modality
-    if modalities is None:
-        from emofusion.data import load_dataset
-
-        modalities = list(load_dataset(dataset, **(dataset_options or {})).modality_dims)
-    per_mod: dict[str, dict[str, list[Sample]]] = {}
-    task = None
-    for m in modalities:
-        key = f"selfattn_{m}" if f"selfattn_{m}" in hp else "selfattn_text"
-        cfg = RunConfig(
-            model="delta_attention",
-            dataset=dataset,
-            modalities=[m],
-            dataset_options=dataset_options or {},
-            model_options={**opts, "variant": "unimodal"},
-            output=str(output / f"stage1_{m}"),
-            **common,
-            **hp[key],
-        )
-        res = train_run(cfg)
-        results["stages"][f"selfattn_{m}"] = res.metrics
-        task = res.bundle.task
-        model = res.module.model.eval()
-        per_mod[m] = {
-            split: _stage_outputs(
-                lambda x, model=model: model.encode_unimodal(x)[0], res.bundle.split(split), [m]
-            )
-            for split in ("train", "val", "test")
-        }
-    d_o = opts.get("d_o", 128)
-    d_r = opts.get("d_r", 16)
-    splits = {
-        split: _merge_by_id([per_mod[m][split] for m in modalities]) for split in ("train", "val", "test")
-    }
-    file1 = save_stage_outputs(output / "stage1_outputs.pt", task, {m: d_o for m in modalities}, splits)
-    results["outputs"]["stage1"] = str(file1)
-
-    # stage 2: DCCA on the saved representations (correlation objective only)
-    cfg = RunConfig(
-        model="delta_attention",
-        dataset=f"paper002-saved:{file1}",
-        modalities=modalities,
-        model_options={**opts, "variant": "dcca", "input_stage": "representation", "dcca_task_grad": False},
-        output=str(output / "stage2_dcca"),
-        standardize=False,
-        drop_constant=False,
-        **common,
-        **hp["dcca"],
-    )
-    res = train_run(cfg)
-    results["stages"]["dcca"] = res.metrics
-    model = res.module.model.eval()
-
-    def correlated(inputs, model=model):
-        masks = {m: inputs[m].mask for m in modalities}
-        ys = {m: inputs[m].values for m in modalities}
-        yhats = model.encode_dcca(ys, masks)
-        return {m: torch.cat([yhats[m], ys[m]], dim=-1) for m in modalities}
-
-    splits2 = {split: _stage_outputs(correlated, res.bundle.split(split), modalities) for split in splits}
-    file2 = save_stage_outputs(
-        output / "stage2_outputs.pt", task, {m: d_r + d_o for m in modalities}, splits2
-    )
-    results["outputs"]["stage2"] = str(file2)
-
-    # stage 3: fused attention + softmax / regression head on the saved correlated features
-    cfg = RunConfig(
-        model="delta_attention",
-        dataset=f"paper002-saved:{file2}",
-        modalities=modalities,
-        model_options={**opts, "variant": "full", "input_stage": "correlated"},
-        output=str(output / "stage3_crossattn"),
-        standardize=False,
-        drop_constant=False,
-        **common,
-        **hp["crossattn"],
-    )
-    res = train_run(cfg)
-    results["stages"]["crossattn"] = res.metrics
-    results["metrics"] = res.metrics
-    (output / "staged_metrics.json").write_text(json.dumps(results, indent=2, default=float))
-    return results

@@ -15,7 +15,7 @@ Input is one conversation per sample: every modality is ``[B, T_utt, D_m]`` with
 Context is unidirectional by default (the paper stresses that it never reads future utterances);
 ``bidirectional=True`` gives the bc-LSTM-style variant. Hierarchical models (``clstm_lf``, ``mman``) have
 ``stage="fusion"`` (sub-networks frozen, loaded from ``pretrained``; the paper's protocol) or
-``stage="joint"`` (everything trains; with ``pretrained`` this is joint fine-tuning). :func:`train_mman`
+``stage="joint"`` (everything trains; with ``pretrained`` this is joint fine-tuning). :func:`emofusion.training.protocols.train_mman`
 runs the whole protocol through the training engine.
 """
 
@@ -345,7 +345,7 @@ class _Hierarchical(FusionModel):
                 # frozen random sub-networks would be meaningless; say so instead of training silently
                 raise ValueError(
                     f"{type(self).__name__}: stage='fusion' freezes the sub-networks, but no pretrained weights "
-                    f"were given for {missing}; train them first (emofusion.models.mman.train_mman)"
+                    f"were given for {missing}; train them first (emofusion.training.protocols.train_mman)"
                 )
             for p in self.subnets.parameters():
                 p.requires_grad_(False)
@@ -482,58 +482,3 @@ def subnetwork_specs(
     for m in modalities:
         specs[m] = ("clstm_unimodal", {**_unimodal_options(unimodal, m), "modality": m})
     return specs
-
-
-def train_mman(
-    config,
-    finetune_epochs: int = 0,
-    finetune_lr_scale: float = 0.1,
-    fusion_lr: float | None = None,
-    fusion_epochs: int | None = None,
-) -> dict:
-    """Paper 004's protocol through the training engine, for ``config.model`` in (``mman``, ``clstm_lf``):
-
-    1. every sub-network (cLSTM-MMA and/or the unimodal cLSTMs) is trained on its own (``train_run``, same
-       data, seed and schedule as ``config``) into ``OUT/sub_<name>``;
-    2. the fusion layer is trained with the sub-networks loaded and frozen (``stage="fusion"``) into
-       ``OUT/fusion`` (at ``fusion_lr`` / ``fusion_epochs`` when given: a small layer on fixed inputs
-       usually wants a larger learning rate than the sub-networks);
-    3. optionally (``finetune_epochs > 0``) everything is fine-tuned jointly at ``lr * finetune_lr_scale``
-       into ``OUT/finetune``.
-
-    Returns ``{"subnets": {name: RunResult}, "fusion": RunResult, "finetune": RunResult | None}``.
-    """
-    from dataclasses import replace
-
-    from emofusion.data import load_dataset
-    from emofusion.training.run import default_run_dir, train_run
-
-    if config.model not in ("mman", "clstm_lf"):
-        raise ValueError(f"train_mman trains 'mman' or 'clstm_lf', got {config.model!r}")
-    base = Path(config.output) if config.output else default_run_dir(config)
-    modalities = config.modalities or load_dataset(config.dataset, **config.dataset_options).modalities
-    options = {k: v for k, v in config.model_options.items() if k not in ("stage", "pretrained")}
-    subnets, paths = {}, {}
-    for name, (model_name, sub_options) in subnetwork_specs(config.model, modalities, options).items():
-        sub = replace(config, model=model_name, model_options=sub_options, output=str(base / f"sub_{name}"))
-        subnets[name] = train_run(sub)
-        paths[name] = str(subnets[name].run_dir)
-    fusion_cfg = replace(
-        config,
-        model_options={**options, "stage": "fusion", "pretrained": paths},
-        lr=fusion_lr or config.lr,
-        max_epochs=fusion_epochs or config.max_epochs,
-        output=str(base / "fusion"),
-    )
-    fusion = train_run(fusion_cfg)
-    finetune = None
-    if finetune_epochs > 0:
-        ft_cfg = replace(
-            config,
-            model_options={**options, "stage": "joint", "pretrained": {"self": str(fusion.run_dir)}},
-            max_epochs=finetune_epochs,
-            lr=config.lr * finetune_lr_scale,
-            output=str(base / "finetune"),
-        )
-        finetune = train_run(ft_cfg)
-    return {"subnets": subnets, "fusion": fusion, "finetune": finetune}

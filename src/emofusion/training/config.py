@@ -12,7 +12,6 @@ from pathlib import Path
 
 import yaml
 
-
 LR_SCHEDULES = ("plateau", "none")
 
 # The default budget (docs/training.md, "Training recipe"). MMSA on ICT-MMMO: batch 32, at most 60 epochs,

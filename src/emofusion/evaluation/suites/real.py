@@ -105,7 +105,6 @@ def build(preset: str) -> SuiteSpec:
         metrics=["mae", "pearson_r", "acc2_has0", "acc2_non0", "accuracy", "f1_weighted"],
         seeds=[0, 1, 2],
         title="Real data: ICT-MMMO and YouTube (MFN features, audio + visual), emofusion and MMSA",
-        baseline_rows=True,
         description=description,
     )
 

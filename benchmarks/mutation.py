@@ -1,0 +1,585 @@
+"""Mutation testing for the files that hold equations: does a wrong line make a test fail?
+
+For each target file, every mutant changes one AST node (operator swaps, comparison boundaries, constants,
+dropped terms, swapped/dropped arguments, removed calls and statements, negated conditions, swapped
+reductions such as max/min). Each mutant runs the file's focused test selection
+(``pytest -x -q -p no:cacheprovider``) with a per-mutant timeout; a mutant is *killed* when the tests fail
+or time out, *survives* when they pass. Survivors listed in ``benchmarks/mutation_equivalent.yaml`` (with the
+reason they cannot change behaviour) count as equivalent and are left out of the kill rate.
+
+Speed: the parent process imports torch/numpy/scipy/sklearn/pytest once and forks one child per mutant
+(the child imports emofusion fresh from a private copy of ``src`` that holds the mutated file), so a mutant
+costs its tests, not an interpreter start. Two workers run in parallel by default.
+
+    python benchmarks/mutation.py                      # all targets
+    python benchmarks/mutation.py --targets metrics    # a subset (substring of the file path)
+    python benchmarks/mutation.py --max-per-file 150   # deterministic sample when a file has more mutants
+    python benchmarks/mutation.py --list               # print the mutants without running them
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import difflib
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.yaml"
+
+# target file -> focused tests (the tests that pin its equations; fast ones first so -x stops early)
+TARGETS: dict[str, list[str]] = {
+    "emofusion/evaluation/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
+    "emofusion/data/alignment.py": ["tests/test_alignment_mutants.py", "tests/test_alignment.py"],
+    "emofusion/models/rrnn.py": ["tests/test_equations_rrnn.py", "tests/test_rrnn.py"],
+    "emofusion/models/rmfn.py": ["tests/test_equations_rmfn.py", "tests/test_rmfn.py"],
+    "emofusion/models/mult.py": ["tests/test_equations_mult.py", "tests/test_mult.py"],
+    "emofusion/models/delta_attention.py": ["tests/test_equations_delta_attention.py", "tests/test_delta_attention.py"],
+    "emofusion/models/early_fusion.py": ["tests/test_equations_early_fusion.py", "tests/test_early_fusion.py"],
+    "emofusion/models/mman.py": ["tests/test_equations_mman.py", "tests/test_mman.py"],
+}
+# functions whose mutants are not run: training loops owned by other modules' protocols, plotting/repr glue
+SKIP_FUNCTIONS = {
+    "emofusion/models/delta_attention.py": {"train_staged"},
+    "emofusion/models/mman.py": {"train_mman"},
+}
+
+BINOP_SWAPS = {
+    ast.Add: [ast.Sub],
+    ast.Sub: [ast.Add],
+    ast.Mult: [ast.Div],
+    ast.Div: [ast.Mult],
+    ast.FloorDiv: [ast.Div],
+    ast.Mod: [ast.FloorDiv],
+    ast.Pow: [ast.Mult],
+    ast.MatMult: [],
+    ast.BitOr: [ast.BitAnd],
+    ast.BitAnd: [ast.BitOr],
+}
+CMP_SWAPS = {
+    ast.Lt: [ast.LtE, ast.Gt],
+    ast.LtE: [ast.Lt],
+    ast.Gt: [ast.GtE, ast.Lt],
+    ast.GtE: [ast.Gt],
+    ast.Eq: [ast.NotEq],
+    ast.NotEq: [ast.Eq],
+    ast.Is: [ast.IsNot],
+    ast.IsNot: [ast.Is],
+    ast.In: [ast.NotIn],
+    ast.NotIn: [ast.In],
+}
+NAME_SWAPS = {
+    "max": "min", "min": "max", "maximum": "minimum", "minimum": "maximum", "amax": "amin", "amin": "amax",
+    "sum": "mean", "mean": "sum", "all": "any", "any": "all", "argmax": "argmin", "argmin": "argmax",
+    "tanh": "sigmoid", "sigmoid": "tanh", "relu": "tanh", "softmax": "log_softmax", "log_softmax": "softmax",
+    "float32": "float64", "float64": "float32", "sqrt": "abs", "exp": "abs", "log": "abs",
+    "cat": "stack", "stack": "cat", "floor": "ceil", "ceil": "floor", "cumsum": "cumprod",
+    "unsqueeze": "squeeze",
+}
+
+
+# calls whose removal or argument changes cannot change a result
+QUIET_CALLS = {"warnings", "logger", "log", "print", "logging"}
+# casts whose removal leaves an equal value in nearly every use (float(np.float64) etc.): too noisy to argue
+TYPE_CASTS = {"float", "int", "bool", "str", "list", "tuple", "dict", "set", "np.asarray"}
+
+
+@dataclass
+class Mutant:
+    file: str
+    index: int
+    line: int
+    kind: str
+    before: str
+    after: str
+    source: str = field(repr=False)
+    status: str = "pending"
+    seconds: float = 0.0
+
+    context: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable across line shifts: the mutated line's text, the operator and the change."""
+        return f"{self.context} | {self.kind}: {self.before} -> {self.after}"
+
+    def diff(self, original: str) -> str:
+        a = original.splitlines(keepends=True)
+        b = self.source.splitlines(keepends=True)
+        lines = [
+            ln
+            for ln in difflib.unified_diff(a, b, self.file, self.file, n=0)
+            if not ln.startswith(("---", "+++", "@@"))
+        ]
+        return "".join(lines).rstrip("\n")
+
+
+def _segment(src_lines: list[str], node: ast.AST) -> str:
+    """Source text of a node (single- or multi-line)."""
+    ln, col, eln, ecol = node.lineno, node.col_offset, node.end_lineno, node.end_col_offset
+    if ln == eln:
+        return src_lines[ln - 1].encode()[col:ecol].decode()
+    parts = [src_lines[ln - 1].encode()[col:].decode()]
+    parts += src_lines[ln : eln - 1]
+    parts.append(src_lines[eln - 1].encode()[:ecol].decode())
+    return "\n".join(parts)
+
+
+def _replace(src_lines: list[str], node: ast.AST, text: str) -> str:
+    ln, col, eln, ecol = node.lineno, node.col_offset, node.end_lineno, node.end_col_offset
+    head = src_lines[ln - 1].encode()[:col].decode()
+    tail = src_lines[eln - 1].encode()[ecol:].decode()
+    new = src_lines[: ln - 1] + [head + text + tail] + src_lines[eln:]
+    return "\n".join(new) + "\n"
+
+
+class _Collector(ast.NodeVisitor):
+    """Walks the module and yields (node, replacement_text, kind) candidates."""
+
+    def __init__(self, skip_functions: set[str]):
+        self.out: list[tuple[ast.AST, str, str]] = []
+        self.skip_functions = skip_functions
+        self._skip_depth = 0
+
+    # ------------------------------------------------------------------ what not to mutate
+    def visit_FunctionDef(self, node):
+        if node.name in self.skip_functions:
+            return
+        for d in node.args.defaults + node.args.kw_defaults:
+            if d is not None:
+                self.visit(d)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Import(self, node):
+        return
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Raise(self, node):  # error messages and conditions of raising are other tests' business
+        return
+
+    def visit_Assert(self, node):
+        return
+
+    def visit_JoinedStr(self, node):  # f-strings: positions inside are unreliable
+        return
+
+    def visit_AnnAssign(self, node):
+        if node.value is not None:
+            self.visit(node.value)
+
+    def visit_arg(self, node):
+        return
+
+    def visit_ClassDef(self, node):
+        for stmt in node.body:
+            self.visit(stmt)
+
+    def visit_With(self, node):
+        for item in node.items:
+            if not ast.unparse(item.context_expr).startswith(("warnings.", "np.errstate", "torch.no_grad")):
+                self.visit(item.context_expr)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    def visit_Expr(self, node):
+        if isinstance(node.value, ast.Constant):  # docstring
+            return
+        if isinstance(node.value, ast.Call) and ast.unparse(node.value.func).split(".")[0] in QUIET_CALLS:
+            return
+        if isinstance(node.value, ast.Call):
+            self.out.append((node, "pass", "remove-call"))
+        self.generic_visit(node)
+
+    # ------------------------------------------------------------------ mutations
+    def visit_BinOp(self, node):
+        for new in BINOP_SWAPS.get(type(node.op), []):
+            m = copy.deepcopy(node)
+            m.op = new()
+            self.out.append((node, f"({ast.unparse(m)})", "binop"))
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            self.out.append((node, f"({ast.unparse(node.left)})", "drop-right-term"))
+            if isinstance(node.op, ast.Add):
+                self.out.append((node, f"({ast.unparse(node.right)})", "drop-left-term"))
+        if isinstance(node.op, (ast.Mult, ast.Div, ast.MatMult)):
+            self.out.append((node, f"({ast.unparse(node.left)})", "drop-factor"))
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node):
+        for new in BINOP_SWAPS.get(type(node.op), []):
+            m = copy.deepcopy(node)
+            m.op = new()
+            self.out.append((node, ast.unparse(m), "augassign"))
+        self.out.append((node, "pass", "remove-statement"))
+        self.generic_visit(node)
+
+    def visit_Compare(self, node):
+        for i, op in enumerate(node.ops):
+            for new in CMP_SWAPS.get(type(op), []):
+                m = copy.deepcopy(node)
+                m.ops[i] = new()
+                self.out.append((node, f"({ast.unparse(m)})", "compare"))
+        self.generic_visit(node)
+
+    def visit_BoolOp(self, node):
+        m = copy.deepcopy(node)
+        m.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+        self.out.append((node, f"({ast.unparse(m)})", "boolop"))
+        for i, v in enumerate(node.values):
+            rest = [x for j, x in enumerate(node.values) if j != i]
+            m = copy.deepcopy(node)
+            m.values = rest
+            text = ast.unparse(rest[0]) if len(rest) == 1 else ast.unparse(m)
+            self.out.append((node, f"({text})", "drop-operand"))
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node):
+        if isinstance(node.op, (ast.Not, ast.USub, ast.Invert)):
+            self.out.append((node, f"({ast.unparse(node.operand)})", "drop-unary"))
+        self.generic_visit(node)
+
+    def visit_IfExp(self, node):
+        self.out.append((node, f"({ast.unparse(node.body)})", "ifexp-body"))
+        self.out.append((node, f"({ast.unparse(node.orelse)})", "ifexp-else"))
+        self.generic_visit(node)
+
+    def visit_If(self, node):
+        self.out.append((node.test, f"(not ({ast.unparse(node.test)}))", "negate-if"))
+        self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        v = node.value
+        if isinstance(v, bool):
+            self.out.append((node, str(not v), "constant"))
+        elif isinstance(v, int):
+            self.out.append((node, str(v + 1), "constant"))
+            if v != 0:
+                self.out.append((node, str(v - 1) if v != 1 else "0", "constant"))
+        elif isinstance(v, float):
+            self.out.append((node, repr(v * 2 if v != 0 else 1.0), "constant"))
+            if v != 0:
+                self.out.append((node, repr(v / 10), "constant"))
+
+    def visit_Call(self, node):
+        fn = ast.unparse(node.func)
+        if fn.split(".")[0] in QUIET_CALLS:  # warnings/logging/printing: no behaviour to pin
+            return
+        pos = [a for a in node.args if not isinstance(a, ast.Starred)]
+        if len(node.args) == 1 and pos and not node.keywords and fn not in TYPE_CASTS:
+            self.out.append((node, f"({ast.unparse(node.args[0])})", "drop-call"))
+        if len(pos) >= 2 and len(pos) == len(node.args):
+            m = copy.deepcopy(node)
+            m.args[0], m.args[1] = m.args[1], m.args[0]
+            self.out.append((node, ast.unparse(m), "swap-args"))
+        for i, kw in enumerate(node.keywords):
+            if kw.arg is None:
+                continue
+            m = copy.deepcopy(node)
+            del m.keywords[i]
+            self.out.append((node, ast.unparse(m), "drop-keyword"))
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node):
+        if node.attr in NAME_SWAPS:
+            m = copy.deepcopy(node)
+            m.attr = NAME_SWAPS[node.attr]
+            self.out.append((node, ast.unparse(m), "swap-name"))
+        self.generic_visit(node)
+
+    def visit_Name(self, node):
+        if node.id in NAME_SWAPS and isinstance(node.ctx, ast.Load):
+            self.out.append((node, NAME_SWAPS[node.id], "swap-name"))
+
+    def visit_Return(self, node):
+        if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+            self.out.append((node, "return None", "remove-return"))
+        self.generic_visit(node)
+
+    def visit_Assign(self, node):
+        # dropping the update of an existing variable (x = f(x)) keeps the old value
+        names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+        if names and any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node.value)):
+            self.out.append((node, "pass", "remove-statement"))
+        self.generic_visit(node)
+
+
+def generate(rel: str) -> tuple[str, list[Mutant]]:
+    path = SRC / rel
+    original = path.read_text()
+    lines = original.splitlines()
+    tree = ast.parse(original)
+    base_dump = ast.dump(tree)
+    col = _Collector(SKIP_FUNCTIONS.get(rel, set()))
+    col.visit(tree)
+    mutants, seen = [], set()
+    for node, text, kind in col.out:
+        try:
+            before = _segment(lines, node)
+            new_src = _replace(lines, node, text)
+            new_tree = ast.parse(new_src)
+        except (SyntaxError, UnicodeDecodeError, IndexError):
+            continue
+        dump = ast.dump(new_tree)
+        if dump == base_dump or dump in seen:
+            continue
+        seen.add(dump)
+        short = " ".join(before.split())
+        mutants.append(
+            Mutant(rel, len(mutants), node.lineno, kind, short[:160], " ".join(text.split())[:160], new_src,
+                   context=lines[node.lineno - 1].strip()[:120])
+        )
+    return original, mutants
+
+
+def tests_of(rel: str) -> list[str]:
+    return [t for t in TARGETS[rel] if (REPO / t).exists()]
+
+
+def load_equivalent() -> dict[str, dict[str, str]]:
+    """{file: {line text + key: reason}} from the YAML list of argued-equivalent survivors."""
+    if not EQUIVALENT_FILE.exists():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(EQUIVALENT_FILE.read_text()) or {}
+    out: dict[str, dict[str, str]] = {}
+    for entry in data.get("equivalent", []):
+        out.setdefault(entry["file"], {})[entry["mutant"]] = entry["reason"]
+    return out
+
+
+def _child(workdir: Path, tests: list[str], extra: list[str]) -> None:
+    """Runs in the forked child: import emofusion from the worker's copy, run pytest, exit with its code."""
+    os.chdir(REPO)
+    sys.path.insert(0, str(workdir / "src"))
+    for name in [m for m in sys.modules if m == "emofusion" or m.startswith("emofusion.")]:
+        del sys.modules[name]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    import pytest
+
+    # plugins were not auto-loaded (PYTEST_DISABLE_PLUGIN_AUTOLOAD): no entry-point scan per mutant
+    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *extra, *tests])
+    os._exit(int(code))
+
+
+def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, timeout_for, original_of) -> None:
+    """Run (mutant, file, tests) jobs, ``workers`` at a time, each in a forked child with its own src copy."""
+    tmp = Path(tempfile.mkdtemp(prefix="emofusion-mut-"))
+    slots = []
+    for w in range(workers):
+        d = tmp / f"w{w}"
+        shutil.copytree(SRC, d / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        slots.append(d)
+    free = list(range(workers))
+    running: dict[int, tuple[int, Mutant, str, float]] = {}
+    queue = list(jobs)
+    try:
+        while queue or running:
+            while queue and free:
+                mutant, rel, tests = queue.pop(0)
+                slot = free.pop()
+                target = slots[slot] / "src" / rel
+                target.write_text(mutant.source if mutant.index >= 0 else original_of[rel])
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        _child(slots[slot], tests, [])
+                    finally:
+                        os._exit(99)
+                running[pid] = (slot, mutant, rel, time.time())
+            time.sleep(0.05)
+            for pid, (slot, mutant, rel, t0) in list(running.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                elapsed = time.time() - t0
+                if done == 0 and elapsed > timeout_for(rel):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    mutant.status = "timeout"
+                elif done == 0:
+                    continue
+                else:
+                    code = os.waitstatus_to_exitcode(status)
+                    mutant.status = "survived" if code == 0 else ("no-tests" if code == 5 else "killed")
+                mutant.seconds = elapsed
+                (slots[slot] / "src" / rel).write_text(original_of[rel])
+                del running[pid]
+                free.append(slot)
+                _progress(mutant)
+    finally:
+        for pid in list(running):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_counter = {"n": 0, "total": 0}
+
+
+def _progress(m: Mutant) -> None:
+    _counter["n"] += 1
+    if m.index < 0:
+        return
+    mark = {"killed": ".", "timeout": "t", "survived": "S"}.get(m.status, "?")
+    print(mark, end="" if _counter["n"] % 80 else "\n", flush=True)
+
+
+def preimport(targets: list[str]) -> None:
+    """Import every third-party module the targets and their tests use, once, in the parent (children
+    inherit them through fork); emofusion itself is imported and then forgotten, so each child imports the
+    mutated copy."""
+    import importlib
+
+    import pytest  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(SRC))
+    sys.path.insert(0, str(REPO / "tests"))
+    names = set()
+    for rel in targets:
+        names.add(rel[:-3].replace("/", "."))
+        for t in tests_of(rel):
+            for node in ast.walk(ast.parse((REPO / t).read_text())):
+                if isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module)
+    for name in sorted(names):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a test-local helper module; the child imports it
+            pass
+    # warm torch's first-call paths (LSTM kernels, autograd) so each child does not pay them
+    lstm = torch.nn.LSTM(3, 2, batch_first=True, bidirectional=True)
+    lstm(torch.randn(2, 4, 3))[0].sum().backward()
+    torch.nn.MultiheadAttention(4, 2)(torch.randn(3, 1, 4), torch.randn(3, 1, 4), torch.randn(3, 1, 4))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("emofusion", "helpers", "conftest")
+                 or m.split(".")[0].startswith("test_")]:
+        del sys.modules[name]
+    sys.path.remove(str(SRC))
+    sys.path.remove(str(REPO / "tests"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--targets", nargs="*", default=None, help="substrings of target paths (default: all)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-per-file", type=int, default=0, help="sample this many mutants per file (0 = all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout-factor", type=float, default=3.0)
+    ap.add_argument("--list", action="store_true", help="print the mutants and exit")
+    ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    ap.add_argument("--lines", default=None, help="only mutants on these lines, e.g. 40-60 (one target)")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True
+    targets = [t for t in TARGETS if not args.targets or any(s in t for s in args.targets)]
+    equivalent = load_equivalent()
+    original_of, per_file, sampled_note = {}, {}, {}
+    for rel in targets:
+        original, mutants = generate(rel)
+        if args.lines:
+            lo, _, hi = args.lines.partition("-")
+            mutants = [m for m in mutants if int(lo) <= m.line <= int(hi or lo)]
+        original_of[rel] = original
+        total = len(mutants)
+        if args.max_per_file and total > args.max_per_file:
+            mutants = sorted(random.Random(args.seed).sample(mutants, args.max_per_file), key=lambda m: m.index)
+            sampled_note[rel] = f"sampled {args.max_per_file} of {total} (seed {args.seed})"
+        per_file[rel] = mutants
+    if args.list:
+        for rel, ms in per_file.items():
+            print(f"## {rel}: {len(ms)} mutants {sampled_note.get(rel, '')}")
+            for m in ms:
+                print(f"{rel}:{m.line} [{m.kind}] {m.before}  ->  {m.after}")
+        return 0
+
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # SIGTERM -> SystemExit so that the children are killed and the worker copies removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    preimport(targets)
+
+    t_start = time.time()
+    # baseline: the unmutated code must pass its selection; its time sets the per-mutant timeout
+    baseline_time: dict[str, float] = {}
+    base_jobs = []
+    for rel in targets:
+        base = Mutant(rel, -1, 0, "baseline", "", "", original_of[rel])
+        base_jobs.append((base, rel, tests_of(rel)))
+    run_all(base_jobs, args.workers, lambda rel: 900.0, original_of)
+    for (base, rel, _t) in base_jobs:
+        if base.status != "survived":
+            print(f"\nbaseline FAILED for {rel} ({base.status}): fix the tests first", file=sys.stderr)
+            return 2
+        baseline_time[rel] = base.seconds
+    print("baseline seconds: " + ", ".join(f"{Path(r).name} {t:.1f}" for r, t in baseline_time.items()))
+
+    jobs = [(m, rel, tests_of(rel)) for rel in targets for m in per_file[rel]]
+    print(f"{len(jobs)} mutants over {len(targets)} files, {args.workers} workers")
+    run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of)
+    print()
+
+    rows = []
+    all_ok = True
+    report = []
+    for rel in targets:
+        ms = per_file[rel]
+        eq = equivalent.get(rel, {})
+        survivors = [m for m in ms if m.status == "survived"]
+        argued = [m for m in survivors if m.key in eq]
+        open_ = [m for m in survivors if m.key not in eq]
+        killed = sum(m.status in ("killed", "timeout") for m in ms)
+        non_eq = len(ms) - len(argued)
+        rate = killed / non_eq if non_eq else 1.0
+        goal = 0.95 if ("metrics" in rel or "alignment" in rel) else 0.85
+        ok = rate >= goal
+        all_ok &= ok
+        rows.append((rel, len(ms), killed, len(argued), len(open_), rate, goal, ok, sampled_note.get(rel, "")))
+        for m in open_:
+            print(f"SURVIVED {rel}:{m.line} [{m.kind}] {m.key}")
+            print("    " + m.diff(original_of[rel]).replace("\n", "\n    "))
+        for m in argued:
+            report.append(f"equivalent {rel}:{m.line} {m.key} -- {eq[m.key]}")
+        for m in ms:
+            if m.status == "no-tests":
+                print(f"NO TESTS COLLECTED {rel}:{m.line} {m.key}")
+    for line in report:
+        print(line)
+    print()
+    print(f"{'file':42s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'surv':>5s} {'kill rate':>9s} goal")
+    for rel, n, k, e, s, rate, goal, ok, note in rows:
+        print(f"{rel:42s} {n:7d} {k:6d} {e:5d} {s:5d} {rate:9.1%} {goal:.0%} {'ok' if ok else 'BELOW'} {note}")
+    print(f"total time {time.time() - t_start:.0f} s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {"file": m.file, "line": m.line, "kind": m.kind, "mutant": m.key, "status": m.status,
+                     "seconds": round(m.seconds, 2)}
+                    for ms in per_file.values() for m in ms
+                ],
+                indent=1,
+            )
+        )
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Paper 002 eq. 9-17 re-implemented literally (per sample, per head, per pair (i, j)) and compared with the
+delta-attention model: Conv1D (eq. 9), delta self-attention with RPE_ij = (x_j - x_i) . w_{clip(j-i)} inside
+the 1/sqrt(d_k) scaling and a |i - j| <= w window (eq. 10-12), the DCCA conv encoders, attention over the
+time-concatenated fused sequence with the skip connection from Y_M (eq. 14-16), per-modality pooling and the
+linear head (eq. 17)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model
+from emofusion.tasks import classification_task
+
+DIMS = {"text": 5, "audio": 4, "visual": 3}
+LENGTHS = {"text": [4, 2], "audio": [7, 5], "visual": [3, 6]}
+TASK = classification_task(("a", "b", "c"))
+SMALL = dict(d_ch=6, num_heads=2, d_k=3, d_o=5, d_r=3, dcca_hidden=4, d_t=4, window=2, max_relative_position=3,
+             dropout=0.0, kernel_size=3, dcca_kernel=3, cca_weight=0.0)
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in LENGTHS.items():
+        steps = max(lens) + 1
+        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
+        out[m] = ModalityTensor(torch.randn(2, steps, DIMS[m], generator=g), mask)
+    return out
+
+
+def conv(layer, x):
+    """'same' Conv1D over the real steps x [L, C_in] (zeros outside)."""
+    W, b = layer.conv.weight, layer.conv.bias  # [C_out, C_in, k]
+    k = W.shape[2]
+    L = x.shape[0]
+    out = []
+    for t in range(L):
+        acc = torch.zeros(W.shape[0]) if b is None else b.clone()
+        for j in range(k):
+            s = t + j - k // 2
+            if 0 <= s < L:
+                acc = acc + W[:, :, j] @ x[s]
+        out.append(acc)
+    return torch.stack(out)
+
+
+def delta_attention(att, x):
+    """eq. 10-12 for one sample's real steps x [L, d_ch]."""
+    mha = att.attn
+    H, dk, dv = mha.num_heads, mha.head_dim, mha.value_head_dim
+    q = x @ mha.q_proj.weight.T + mha.q_proj.bias
+    k = x @ mha.k_proj.weight.T + mha.k_proj.bias
+    v = x @ mha.v_proj.weight.T + mha.v_proj.bias
+    L, K = x.shape[0], att.max_offset
+    heads = []
+    for h in range(H):
+        qh, kh, vh = q[:, h * dk : (h + 1) * dk], k[:, h * dk : (h + 1) * dk], v[:, h * dv : (h + 1) * dv]
+        rows = []
+        for i in range(L):
+            logits = []
+            for j in range(L):
+                if att.window is not None and abs(i - j) > att.window:
+                    logits.append(torch.tensor(float("-inf")))
+                    continue
+                rpe = (x[j] - x[i]) @ att.rel_pos[:, min(max(j - i, -K), K) + K] if att.use_delta else 0.0
+                logits.append((qh[i] @ kh[j] + rpe) / math.sqrt(dk))
+            a = torch.softmax(torch.stack(logits), 0)
+            rows.append(sum(a[j] * vh[j] for j in range(L)))
+        heads.append(torch.stack(rows))
+    return torch.cat(heads, 1) @ mha.out_proj.weight.T + mha.out_proj.bias
+
+
+def layer_norm(ln, x):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
+def reference(model, x):
+    preds, ys_all, yhat_all = [], [], []
+    for b in range(2):
+        ys, yhats = {}, {}
+        for m in DIMS:
+            L = LENGTHS[m][b]
+            enc = model.unimodal[m]
+            h = conv(enc.conv, x[m][0][b, :L])  # eq. 9
+            ys[m] = layer_norm(enc.norm, delta_attention(enc.final, h))
+            st = model.dcca_enc[m]
+            yhats[m] = conv(st.second, torch.relu(conv(st.first, ys[m])))
+        fused = torch.cat([yhats[m] for m in DIMS])  # along time
+        skip = torch.cat([ys[m] @ model.skip[m].weight.T + model.skip[m].bias for m in DIMS])
+        mha = model.fused_attn
+        q = fused @ mha.q_proj.weight.T + mha.q_proj.bias
+        k = fused @ mha.k_proj.weight.T + mha.k_proj.bias
+        v = fused @ mha.v_proj.weight.T + mha.v_proj.bias
+        a = torch.softmax(q @ k.T / math.sqrt(mha.head_dim), -1)
+        z = layer_norm(model.fused_norm, (a @ v) @ mha.out_proj.weight.T + mha.out_proj.bias + skip)
+        pooled, start = [], 0
+        for m in DIMS:
+            L = LENGTHS[m][b]
+            pooled.append(z[start : start + L].mean(0))
+            start += L
+        if model.fused_pooling == "sequence":
+            pooled = [z.mean(0)]
+        preds.append(model.head(torch.cat(pooled)[None])[0])
+        ys_all.append(ys)
+        yhat_all.append(yhats)
+    return torch.stack(preds), ys_all, yhat_all
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"fused_pooling": "sequence", "window": "inf"}, {"use_delta": False}],
+    ids=["window2", "unlimited-window", "no-delta"],
+)
+def test_forward_equals_literal_equations(options):
+    torch.manual_seed(5)
+    model = create_model("delta_attention", DIMS, TASK, **{**SMALL, **options}).eval()
+    with torch.no_grad():
+        if model.unimodal["text"].final.rel_pos is not None:
+            for m in DIMS:
+                model.unimodal[m].final.rel_pos.mul_(4.0)  # make the delta term large
+    x = inputs()
+    out = model(x)
+    pred, ys, yhats = reference(model, x)
+    for b in range(2):
+        for m in DIMS:
+            L = LENGTHS[m][b]
+            torch.testing.assert_close(out.extras["representations"][m][b, :L], ys[b][m], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out.extras["correlated"][m][b, :L], yhats[b][m], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.prediction, pred, atol=1e-5, rtol=1e-4)
+
+
+def test_relative_position_term_is_scaled_and_signed():
+    """RPE alone: with W_Q = 0 the logits are exactly RPE / sqrt(d_k); a wrong scale or sign changes them."""
+    from emofusion.models.delta_attention import DeltaSelfAttention
+
+    torch.manual_seed(0)
+    att = DeltaSelfAttention(4, num_heads=1, d_k=2, window=None, max_relative_position=2).eval()
+    with torch.no_grad():
+        att.attn.q_proj.weight.zero_()
+        att.attn.q_proj.bias.zero_()
+        att.rel_pos.mul_(3.0)
+    x = torch.randn(1, 6, 4)
+    _, w = att(x, torch.ones(1, 6, dtype=torch.bool), need_weights=True)
+    rpe = torch.zeros(6, 6)
+    for i in range(6):
+        for j in range(6):
+            rpe[i, j] = (x[0, j] - x[0, i]) @ att.rel_pos[:, min(max(j - i, -2), 2) + 2]
+    torch.testing.assert_close(w[0, 0], torch.softmax(rpe / math.sqrt(2), -1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(att.relative_logits(x)[0], rpe, atol=1e-6, rtol=1e-5)
+    assert att.rel_pos.shape == (4, 5)
+
+
+def test_skip_connection_and_sizes():
+    torch.manual_seed(1)
+    model = create_model("delta_attention", DIMS, TASK, **SMALL).eval()
+    x = inputs()
+    base = model(x).prediction
+    with torch.no_grad():
+        for m in DIMS:
+            model.skip[m].weight.zero_()
+            model.skip[m].bias.zero_()
+    assert not torch.allclose(model(x).prediction, base, atol=1e-4)  # the skip term is used
+    assert model.head.in_features == 3 * 4 and model.fused_attn.head_dim == 4
+    assert model.unimodal["text"].final.attn.head_dim == 3 and model.unimodal["text"].final.attn.value_head_dim == 6
+    seq = create_model("delta_attention", DIMS, TASK, **{**SMALL, "fused_pooling": "sequence", "head_hidden": 7})
+    assert seq.head[0].in_features == 4 and seq.head[3].out_features == 3
+
+
+def test_variants_literal():
+    torch.manual_seed(2)
+    x = inputs()
+    dc = create_model("delta_attention", DIMS, TASK, variant="dcca", **SMALL).eval()
+    out = dc(x)
+    _, ys, yhats = reference_dcca(dc, x)
+    pooled = torch.stack([torch.cat([yhats[b][m].mean(0) for m in DIMS]) for b in range(2)])
+    torch.testing.assert_close(out.prediction, pooled @ dc.dcca_head.weight.T + dc.dcca_head.bias, atol=1e-5,
+                               rtol=1e-4)
+    uni = create_model("delta_attention", DIMS, TASK, variant="unimodal", modality="audio", **SMALL).eval()
+    out = uni(x)
+    ys_a = [ys_of(uni, "audio", x, b).mean(0) for b in range(2)]
+    want = torch.stack(ys_a) @ uni.unimodal_head.weight.T + uni.unimodal_head.bias
+    torch.testing.assert_close(out.prediction, want, atol=1e-5, rtol=1e-4)
+
+
+def ys_of(model, m, x, b):
+    L = LENGTHS[m][b]
+    enc = model.unimodal[m]
+    return layer_norm(enc.norm, delta_attention(enc.final, conv(enc.conv, x[m][0][b, :L])))
+
+
+def reference_dcca(model, x):
+    ys, yhats = [], []
+    for b in range(2):
+        y = {m: ys_of(model, m, x, b) for m in DIMS}
+        st = model.dcca_enc
+        yhats.append({m: conv(st[m].second, torch.relu(conv(st[m].first, y[m]))) for m in DIMS})
+        ys.append(y)
+    return None, ys, yhats
+
+
+def test_staged_inputs_split_correlated_and_representation():
+    torch.manual_seed(3)
+    d = {"text": 3 + 5, "audio": 3 + 5}
+    model = create_model("delta_attention", d, TASK, input_stage="correlated", **SMALL).eval()
+    g = torch.Generator().manual_seed(0)
+    v = {m: torch.randn(2, 4, 8, generator=g) for m in d}
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    out = model({m: ModalityTensor(v[m], mask) for m in d})
+    torch.testing.assert_close(out.extras["correlated"]["text"][1], v["text"][1, :, :3])
+    torch.testing.assert_close(out.extras["representations"]["audio"][1], v["audio"][1, :, 3:])
+    assert torch.all(out.extras["representations"]["audio"][0, 3] == 0)
