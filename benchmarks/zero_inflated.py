@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=300, help="step budget per run (the engine's rule otherwise)")
     p.add_argument("--out", default="bench_out/zero_inflated")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--collect", default="", help="comma-separated --out folders of earlier runs (e.g. one per "
+                   "variant, run in parallel): only render their rows together into --out")
     args = p.parse_args(argv)
     import numpy as np
 
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
     from emofusion.training import RunConfig, train_run
     from emofusion.training.run import evaluate_split
 
+    if args.collect:
+        return collect(args, argv)
     n_train, n_val, n_test = (int(x) for x in args.n.split(","))
     data = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -75,6 +79,35 @@ def main(argv=None) -> int:
                     zero.setdefault(k, []).append(float(zm[k]))
             print(f"[zi] {name} seed {seed}: test MAE {m['mae']:.4f} (all-zero {zero['mae'][-1]:.4f})", flush=True)
     rows["all-zero predictor"] = zero
+    command = "python benchmarks/zero_inflated.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"command": command, "rows": rows, "args": vars(args)}, indent=1))
+    md = render(rows, [command], args, seeds)
+    (out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+def collect(args, argv) -> int:
+    rows, commands = {}, []
+    for folder in args.collect.split(","):
+        data = json.loads((Path(folder) / "results.json").read_text())
+        commands.append(data["command"])
+        for name, vals in data["rows"].items():
+            rows.setdefault(name, vals)
+    rows["all-zero predictor"] = rows.pop("all-zero predictor")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    md = render(rows, commands, args, seeds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+def render(rows, commands, args, seeds) -> str:
+    n_train, n_val, n_test = (int(x) for x in args.n.split(","))
+    zero = rows["all-zero predictor"]
 
     def fmt(xs):
         xs = [x for x in xs if x == x]
@@ -82,11 +115,10 @@ def main(argv=None) -> int:
             return "n/a"
         return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
 
-    command = "python benchmarks/zero_inflated.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "## Zero-inflated intensities: presence x intensity head vs L1 vs MSE vs all-zero",
         "",
-        f"Command: `{command}`. Model `{args.model}` (hidden {args.hidden}), `{args.dataset}` n_train/val/test "
+        "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands) + f". Model `{args.model}` (hidden {args.hidden}), `{args.dataset}` n_train/val/test "
         f"{n_train}/{n_val}/{n_test}, at most {args.max_steps} optimiser steps, test split, mean ± std over seeds {seeds}; every run selects its "
         "checkpoint by validation MAE (the metric compared). The expected-value read-out is the gate model's "
         "checkpoint evaluated with `zi_predict=expected`.",
@@ -98,12 +130,7 @@ def main(argv=None) -> int:
     for name, vals in rows.items():
         flag = "" if name == "all-zero predictor" or statistics.mean(vals["mae"]) < best_zero else " ⚠ not below all-zero"
         lines.append(f"| {name} | {fmt(vals['mae'])}{flag} | {fmt(vals['mse'])} | {fmt(vals['pearson_r'])} |")
-    md = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    print(md)
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
