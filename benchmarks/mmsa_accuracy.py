@@ -16,6 +16,10 @@ masks, as they read their own data. Metrics for both sides: ``emofusion.evaluati
 (sentiment task) on the saved test predictions, computed in this process.
 
     python benchmarks/mmsa_accuracy.py --quick --mmsa-python /tmp/venv_mmsa/bin/python
+
+Real data (``emofusion benchmark real``, evaluation/suites/real.py) use the functions of the section "MMSA on a
+real emofusion dataset" below in-process: ``bundle_arrays`` (the emofusion dataset, after its hygiene, on its
+word slots) and ``train_mmsa`` (MMSA's model trained by MMSA's trainer rules and config, not this loop).
 """
 
 from __future__ import annotations
