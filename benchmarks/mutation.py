@@ -442,6 +442,8 @@ def _progress(m: Mutant) -> None:
         return
     mark = {"killed": ".", "timeout": "t", "survived": "S"}.get(m.status, "?")
     print(mark, end="" if _counter["n"] % 80 else "\n", flush=True)
+    if m.status == "survived" and os.environ.get("MUTATION_VERBOSE"):
+        print(f"\n  survived so far: {m.file}:{m.line} {m.key}", flush=True)
 
 
 def preimport(targets: list[str]) -> None:
