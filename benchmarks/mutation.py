@@ -43,7 +43,9 @@ EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.yaml"
 # older, slower tests), so a mutant counts as surviving only when no test of either selection fails.
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "emofusion/evaluation/metrics.py": (["tests/test_metrics_mutants.py"], ["tests/test_metrics.py"]),
-    "emofusion/data/alignment.py": (["tests/test_alignment_mutants.py"], ["tests/test_alignment.py"]),
+    "emofusion/data/alignment.py": (
+        ["tests/test_alignment_mutants.py", "tests/test_alignment_stacked.py"], ["tests/test_alignment.py"]
+    ),
     "emofusion/models/rrnn.py": (["tests/test_equations_rrnn.py"], ["tests/test_rrnn.py"]),
     "emofusion/models/rmfn.py": (["tests/test_equations_rmfn.py"], ["tests/test_rmfn.py"]),
     "emofusion/models/mult.py": (["tests/test_equations_mult.py"], ["tests/test_mult.py"]),
