@@ -102,6 +102,71 @@ QUIET_CALLS = {"warnings", "logger", "log", "print", "logging"}
 TYPE_CASTS = {"float", "int", "bool", "str", "list", "tuple", "dict", "set", "np.asarray"}
 
 
+# The breaks a review found undetected (issue 14), as hand-written mutants: ``--breaks`` runs exactly these.
+BREAKS: list[tuple[str, str, str, str]] = [
+    ("emofusion/models/rrnn.py", "RRNN: every hop queries m(0)",
+     "c, alpha = self._attention(m, hop)(h, mask, memory)", "c, alpha = self._attention(m, hop)(h, mask, memories[0])"),
+    ("emofusion/models/rrnn.py", "RRNN: concat attention tanh(a) + tanh(b)",
+     "r = torch.tanh(key + query)", "r = torch.tanh(key) + torch.tanh(query)"),
+    ("emofusion/models/rrnn.py", "RRNN: ungated GCA update changed",
+     "memory = torch.tanh(self.update(mw))", "memory = torch.tanh(self.update(mw)) + memory"),
+    ("emofusion/models/rmfn.py", "RMFN: HIGHLIGHT input a^[k-1] -> zeros",
+     "self.highlight_cell(torch.cat([a, h_hl], dim=-1))", "self.highlight_cell(torch.cat([torch.zeros_like(a), h_hl], dim=-1))"),
+    ("emofusion/models/rmfn.py", "RMFN: SUMMARIZE fed s^[K] K times",
+     "summary = torch.cat(outputs, dim=-1) if", "summary = torch.cat([outputs[-1]] * len(outputs), dim=-1) if"),
+    ("emofusion/models/rmfn.py", "RMFN: FUSE recurrence removed",
+     "self.fuse_in(h_tilde) + self.fuse_rec(s)", "self.fuse_in(h_tilde)"),
+    ("emofusion/models/rmfn.py", "RMFN: M(h_t) zeroed",
+     "c_hl = self.memory_init(h)", "c_hl = torch.zeros_like(self.memory_init(h))"),
+    ("emofusion/models/early_fusion.py", "paper 003: overlap weights -> plain mean",
+     "weights = (end - start).clamp_min(0.0)", "weights = ((end - start) > 0).to(values.dtype)"),
+    ("emofusion/models/early_fusion.py", "paper 003: ef_blstm unidirectional",
+     "    bidirectional = True", "    bidirectional = False"),
+    ("emofusion/models/early_fusion.py", "paper 003: BatchNorm removed from the head",
+     "layers.append(SafeBatchNorm1d(fc_dim))", "pass"),
+    ("emofusion/models/delta_attention.py", "delta: no 1/sqrt(d_k) on the relative-position term",
+     "bias = (self.relative_logits(x) / math.sqrt(self.d_k)).unsqueeze(1)", "bias = self.relative_logits(x).unsqueeze(1)"),
+    ("emofusion/models/delta_attention.py", "delta: skip connection zeroed",
+     "z = self.fused_norm(self.dropout(z) + skip)", "z = self.fused_norm(self.dropout(z) + 0 * skip)"),
+    ("emofusion/models/delta_attention.py", "DCCA: back to utterance pairing",
+     'cca_pairing: str = "frames"', 'cca_pairing: str = "utterance"'),
+    ("emofusion/models/mult.py", "MulT: no embedding scale",
+     "x = self.proj[modality](values, mask) * self.embed_scale", "x = self.proj[modality](values, mask)"),
+    ("emofusion/models/mult.py", "MulT: no positional embeddings",
+     "x = x + self.positions(x.shape[1], self.d_model, x)", "x = x"),
+    ("emofusion/models/mult.py", "MulT: residual option ignored",
+     "x = (q if self.literal_residual else x) + self.res_dropout(a)", "x = x + self.res_dropout(a)"),
+    ("emofusion/models/mult.py", "MulT: 3 self-attention layers (parameter count)",
+     "max(cross_layers, 3) if self_layers is None", "3 if self_layers is None"),
+    ("emofusion/evaluation/metrics.py", "metrics: acc2/f1 with the has-0 convention",
+     'out["acc2"], out["f1"] = out["acc2_non0"], out["f1_non0"]', 'out["acc2"], out["f1"] = out["acc2_has0"], out["f1_has0"]'),
+    ("emofusion/evaluation/metrics.py", "metrics: acc7 without clipping",
+     "rp = round_half_up(np.clip(pred, low, high))", "rp = round_half_up(pred)"),
+    ("emofusion/evaluation/metrics.py", "metrics: acc5 clipped to +-3",
+     "round_half_up(np.clip(pred, -2, 2))", "round_half_up(np.clip(pred, -3, 3))"),
+    ("emofusion/evaluation/metrics.py", "metrics: multilabel threshold >= 0.5",
+     "true = np.asarray(true) > 0.5", "true = np.asarray(true) >= 0.5"),
+    ("emofusion/evaluation/metrics.py", "metrics: NaN r's not skipped (multi-regression)",
+     "finite = [r for r in rs if np.isfinite(r)]", "finite = rs"),
+    ("emofusion/evaluation/metrics.py", "metrics: weighted-accuracy single-class branch inverted",
+     "if true_present.all() or not true_present.any():", "if not (true_present.all() or not true_present.any()):"),
+    ("emofusion/data/alignment.py", "alignment: default epsilon 1e-5 -> 1e-6",
+     "    epsilon: float = 1e-5,\n    weighted", "    epsilon: float = 1e-6,\n    weighted"),
+    ("emofusion/data/alignment.py", "alignment: imputation as float32",
+     "np.zeros((len(iv), d), dtype=np.float64)", "np.zeros((len(iv), d), dtype=np.float32)"),
+    ("emofusion/data/alignment.py", "alignment: NaN propagation in weighted_mean removed",
+     "out[both | (pos & neg)] = np.nan", "pass"),
+    ("emofusion/data/alignment.py", "alignment: -inf propagation in average_to_reference removed",
+     "block[neg] = -np.inf", "pass"),
+    ("emofusion/data/alignment.py", "alignment: touch test > -> >=",
+     "hit = ((r[:, 1] - s[:, 0]) > -epsilon)", "hit = ((r[:, 1] - s[:, 0]) >= -epsilon)"),
+    ("emofusion/data/alignment.py", "alignment: candidate margin 0",
+     "margin = epsilon + 1e-9 * (1.0 + float(np.abs(ref).max(initial=0.0)))", "margin = 0.0"),
+    ("emofusion/data/alignment.py", "alignment: unstable sort",
+     'order = np.argsort(intervals[:, 0], kind="stable")', "order = np.argsort(intervals[:, 0])"),
+]
+
+
 @dataclass
 class Mutant:
     file: str
@@ -494,6 +559,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-factor", type=float, default=3.0)
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
     ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    ap.add_argument("--breaks", action="store_true", help="run only the review's hand-written breaks (BREAKS)")
     ap.add_argument("--lines", default=None, help="only mutants on these lines, e.g. 40-60 (one target)")
     args = ap.parse_args(argv)
 
@@ -504,6 +570,16 @@ def main(argv=None) -> int:
     equivalent = load_equivalent()
     original_of, per_file, sampled_note = {}, {}, {}
     for rel in targets:
+        if args.breaks:
+            original = (SRC / rel).read_text()
+            original_of[rel] = original
+            per_file[rel] = []
+            for i, (brel, label, old, new) in enumerate(b for b in BREAKS if b[0] == rel):
+                if old not in original:
+                    raise SystemExit(f"break {label!r}: {old!r} not found in {rel}")
+                per_file[rel].append(Mutant(rel, i, original[: original.index(old)].count("\n") + 1, "break",
+                                            old[:160], new[:160], original.replace(old, new, 1), context=label))
+            continue
         original, mutants = generate(rel)
         if args.lines:
             lo, _, hi = args.lines.partition("-")
@@ -578,6 +654,11 @@ def main(argv=None) -> int:
                 print(f"NO TESTS COLLECTED {rel}:{m.line} {m.key}")
     for line in report:
         print(line)
+    if args.breaks:
+        print("\nreview breaks (issue 14):")
+        for rel in targets:
+            for m in per_file[rel]:
+                print(f"  {m.status:8s} {rel}:{m.line}  {m.context}")
     print()
     print(f"{'file':42s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'surv':>5s} {'kill rate':>9s} goal")
     for rel, n, k, e, s, rate, goal, ok, note in rows:
