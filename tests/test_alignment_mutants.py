@@ -171,6 +171,14 @@ def test_align_entry_spans_presorted_and_segments():
     eq = np.array([[0.0, 1.0], [0.0, 0.5]])
     _, _, fe = A.align_entry(ref[:1], eq, np.array([[7.0], [8.0]]), collapse=None)
     assert fe[0].tolist() == [[7.0], [8.0]]
+    # many equal starts (numpy's default quicksort is not stable beyond its small-array insertion sort)
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, 3, 200) * 0.25
+    many = np.stack([starts, starts + 0.5], 1)
+    vals = np.arange(200.0)[:, None]
+    _, _, fm = A.align_entry(np.array([[0.0, 2.0]]), many, vals, collapse=None)
+    want = vals[np.argsort(starts, kind="stable")]
+    assert np.array_equal(fm[0], want)
 
 
 def test_align_sdk_modes_fill_and_reports():

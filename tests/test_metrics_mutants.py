@@ -75,6 +75,7 @@ def test_round_half_up_and_pearson_edges():
     y = np.array([[1.0], [2.0], [2.5], [4.0], [3.0]])  # a column: flattened first
     assert M.safe_pearson(x, y) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)
     assert M.safe_pearson(list(x), [1, 2, 2.5, 4, 3]) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)
+    assert M.safe_pearson(y, x) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)  # both sides float64
 
 
 def test_weighted_f1_and_weighted_accuracy_edges():
@@ -165,6 +166,21 @@ def test_emotion_intensity_every_key_literal():
     p6 = [int(np.argmax(pred[i])) for i in keep]
     assert m["acc6"] == pytest.approx(sum(a == b for a, b in zip(t6, p6)) / len(keep))
     assert m["f1_6"] == pytest.approx(weighted_f1(t6, p6))
+
+
+def test_list_inputs_equal_array_inputs():
+    pred, true = intensity_data()
+    assert M.emotion_intensity_metrics(pred.tolist(), true.tolist(), NAMES6) == pytest.approx(
+        M.emotion_intensity_metrics(pred, true, NAMES6), nan_ok=True)
+    p, y = sentiment_data()
+    assert M.sentiment_metrics(p.tolist(), y.tolist()) == M.sentiment_metrics(p, y)
+    yr = [[1.0, 2.0], [4.0, 3.0], [6.0, 1.0]]
+    pr = [[1.4, 2.6], [3.0, 3.2], [7.9, 1.1]]
+    assert M.multi_regression_metrics(pr, yr, ("a", "b"), [(1, 7), (1, 7)]) == M.multi_regression_metrics(
+        np.array(pr), np.array(yr), ("a", "b"), [(1, 7), (1, 7)])
+    lg = [[0.5, -1.0], [-0.5, 1.0], [1.0, 1.0]]
+    assert M.multilabel_binary_metrics(lg, [[1, 0], [1, 1], [0, 1]], ("x", "y")) == M.multilabel_binary_metrics(
+        np.array(lg), np.array([[1, 0], [1, 1], [0, 1]]), ("x", "y"))
 
 
 def test_emotion_intensity_degenerate():
