@@ -567,7 +567,6 @@ def main(argv=None) -> int:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     sys.dont_write_bytecode = True
     targets = [t for t in TARGETS if not args.targets or any(s in t for s in args.targets)]
-    equivalent = load_equivalent()
     original_of, per_file, sampled_note = {}, {}, {}
     for rel in targets:
         if args.breaks:
@@ -628,6 +627,7 @@ def main(argv=None) -> int:
         run_all(again, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of)
         print()
 
+    equivalent = load_equivalent()  # read at the end: the list may be edited while a long run goes on
     rows = []
     all_ok = True
     report = []

@@ -24,20 +24,22 @@ def test_frame_intervals_and_overlaps():
 
 def test_average_to_reference_weights_epsilon_and_dtype():
     ref = np.array([[0.0, 1.0], [1.0, 2.0], [5.0, 6.0]])
-    iv = np.array([[0.0, 0.25], [0.25, 1.5], [1.5, 2.0], [0.999995, 1.2]])
-    v = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [8.0, 80.0]], dtype=np.float32)
+    iv = np.array([[0.0, 0.25], [0.25, 1.5], [1.5, 2.0], [0.999995, 1.2], [1.999985, 2.5]])
+    v = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [8.0, 80.0], [16.0, 160.0]], dtype=np.float32)
     out, has = A.average_to_reference(ref, iv, v)
     assert has.tolist() == [True, True, False] and out.dtype == np.float32
     # frame 3 overlaps row 0 by 5e-6 s < the default epsilon 1e-5: not used there
     np.testing.assert_allclose(out[0], [1.5, 15.0])
-    np.testing.assert_allclose(out[1], [(2 + 4 + 8) / 3, (20 + 40 + 80) / 3], rtol=1e-6)
+    # frame 4 overlaps row 1 by 1.5e-5 s > 1e-5: used
+    np.testing.assert_allclose(out[1], [(2 + 4 + 8 + 16) / 4, (20 + 40 + 80 + 160) / 4], rtol=1e-6)
     assert out[2].tolist() == [0.0, 0.0]
     small, _ = A.average_to_reference(ref, iv, v, epsilon=1e-6)
     np.testing.assert_allclose(small[0], [(1 + 2 + 8) / 3, (10 + 20 + 80) / 3], rtol=1e-6)
     w, _ = A.average_to_reference(ref, iv, v, weighted=True)
     np.testing.assert_allclose(w[0], [(0.25 * 1 + 0.75 * 2) / 1.0, (0.25 * 10 + 0.75 * 20) / 1.0], rtol=1e-6)
-    np.testing.assert_allclose(w[1], [(0.5 * 2 + 0.5 * 4 + 0.2 * 8) / 1.2, (0.5 * 20 + 0.5 * 40 + 0.2 * 80) / 1.2],
-                               rtol=1e-5)
+    o4 = 2.0 - 1.999985
+    np.testing.assert_allclose(w[1], [(0.5 * 2 + 0.5 * 4 + 0.2 * 8 + o4 * 16) / (1.2 + o4),
+                                      (0.5 * 20 + 0.5 * 40 + 0.2 * 80 + o4 * 160) / (1.2 + o4)], rtol=1e-5)
 
 
 def test_average_to_reference_non_finite():

@@ -286,7 +286,7 @@ def test_multilabel_thresholds():
 
 
 def test_multi_regression_literal():
-    y = np.array([[1.0, 2.0, 3.0], [4.0, 2.0, 5.0], [7.0, 2.0, 1.0], [2.0, 2.0, 2.0], [5.0, 2.0, 4.0]])
+    y = np.array([[1.0, 2.0, 3.0], [4.6, 2.0, 5.0], [7.0, 2.0, 1.4], [2.5, 2.0, 2.0], [5.0, 2.0, 4.5]])
     p = np.array([[0.2, 2.5, 3.4], [4.6, 1.0, 5.9], [7.8, 3.0, 1.5], [2.4, 2.0, 2.6], [5.5, 2.2, 3.4]])
     names = ("o1", "o2", "o3")
     ranges = [(1, 7), (1, 7), (1, 5)]
@@ -326,6 +326,8 @@ def test_compute_metrics_dispatch_and_flatten():
     mr2 = TaskSpec("multi_regression", ("a", "b"), label_range=(1.0, 7.0), extra={"ranges": [(1, 7), (1, 3)]})
     got = M.compute_metrics(mr2, pr, yr)
     assert "acc3_b" in got and got == M.multi_regression_metrics(pr, yr, ("a", "b"), [(1, 7), (1, 3)])
+    bare = TaskSpec("sentiment", ("s",))  # no label range: the [-3, 3] scale
+    assert M.compute_metrics(bare, p, y) == M.sentiment_metrics(p, y, (-3.0, 3.0))
     mr3 = TaskSpec("multi_regression", ("a", "b"))
     assert "acc7_a" not in M.compute_metrics(mr3, pr, yr)
     task = classification_task(("a", "b"), sequence_labels=True)
