@@ -147,7 +147,16 @@ def test_means_and_collapses():
     assert c("max", cl, rows, starts, counts)[2].tolist() == [0.0, 0.0]
     np.testing.assert_allclose(c("std", cl, rows, starts, counts)[0], rows[:3].std(0), rtol=1e-6)
     f = c(lambda iv, ft: ft.sum(0) * 2, cl, rows, starts, counts)
-    assert f[0].tolist() == [18.0, 14.0] and f[2].tolist() == [0.0, 0.0]
+    assert f[0].tolist() == [18.0, 14.0] and f[1].tolist() == [14.0, 1.0] and f[2].tolist() == [0.0, 0.0]
+    assert c(lambda iv, ft: ft.sum(0), cl[:0], rows[:0], np.zeros(0, int), np.zeros(0, int)).shape == (0, 0)
+    # groups that do not start at row 0 and hold several rows
+    r2 = np.array([[9.0, 9.0], [1.0, 2.0], [3.0, 4.0], [5.0, 7.0]])
+    pm2 = A.plain_mean(r2, np.array([0, 1]), np.array([1, 3]))
+    assert pm2.tolist() == [[9.0, 9.0], [3.0, 13.0 / 3]]
+    # the weighted mean is computed in float64 (large offset, small spread)
+    big = 1e8 + np.array([[0.125], [0.375]])
+    wm2 = A.weighted_mean(big, np.array([1.0, 3.0]), np.array([0]), np.array([2]))
+    assert wm2[0, 0] == 1e8 + 0.3125
     with pytest.raises(ValueError, match="unknown collapse"):
         c("median", cl, rows, starts, counts)
 

@@ -303,6 +303,8 @@ def test_multi_regression_literal():
     assert m["mae"] == pytest.approx(np.mean(np.abs(p - y)))
     plain = M.multi_regression_metrics(p, y, names)
     assert not any(k.startswith("acc") for k in plain)
+    off = M.multi_regression_metrics(p + 1e5, y + 1e5, names)  # float64 throughout
+    assert off["mae"] == pytest.approx(m["mae"], rel=1e-9)
     nan = M.multi_regression_metrics(p[:, 1:2], y[:, 1:2], ("o2",))
     assert math.isnan(nan["pearson_r"])
 
