@@ -451,7 +451,8 @@ def _child(workdir: Path, tests: list[str], extra: list[str]) -> None:
     os._exit(int(code))
 
 
-def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, timeout_for, original_of) -> None:
+def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, timeout_for, original_of,
+            stop_at: float = 0.0) -> None:
     """Run (mutant, file, tests) jobs, ``workers`` at a time, each in a forked child with its own src copy."""
     tmp = Path(tempfile.mkdtemp(prefix="emofusion-mut-"))
     slots = []
@@ -464,6 +465,8 @@ def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, time
     queue = list(jobs)
     try:
         while queue or running:
+            if stop_at and time.time() > stop_at:
+                queue.clear()  # past the deadline: finish the running mutants, start no new one
             while queue and free:
                 mutant, rel, tests = queue.pop(0)
                 slot = free.pop()
@@ -509,7 +512,7 @@ def _progress(m: Mutant) -> None:
         return
     mark = {"killed": ".", "timeout": "t", "survived": "S"}.get(m.status, "?")
     print(mark, end="" if _counter["n"] % 80 else "\n", flush=True)
-    if m.status == "survived" and os.environ.get("MUTATION_VERBOSE"):
+    if m.status == "survived" and os.environ.get("MUTATION_VERBOSE", "1") != "0":
         print(f"\n  survived so far: {m.file}:{m.line} {m.key}", flush=True)
 
 
@@ -559,6 +562,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-factor", type=float, default=3.0)
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
     ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="stop starting new mutants after this many seconds (0 = none); the summary covers the "
+                         "mutants that ran, and says so")
     ap.add_argument("--breaks", action="store_true", help="run only the review's hand-written breaks (BREAKS)")
     ap.add_argument("--lines", default=None, help="only mutants on these lines, e.g. 40-60 (one target)")
     args = ap.parse_args(argv)
@@ -607,7 +613,7 @@ def main(argv=None) -> int:
     base_jobs = []
     for rel in targets:
         base = Mutant(rel, -1, 0, "baseline", "", "", original_of[rel])
-        base_jobs.append((base, rel, tests_of(rel, wide=True)))
+        base_jobs.append((base, rel, tests_of(rel)))
     run_all(base_jobs, args.workers, lambda rel: 900.0, original_of)
     for (base, rel, _t) in base_jobs:
         if base.status != "survived":
@@ -616,15 +622,20 @@ def main(argv=None) -> int:
         baseline_time[rel] = base.seconds
     print("baseline seconds: " + ", ".join(f"{Path(r).name} {t:.1f}" for r, t in baseline_time.items()))
 
-    jobs = [(m, rel, tests_of(rel)) for rel in targets for m in per_file[rel]]
+    # round-robin over the files, so that a deadline leaves every file sampled alike
+    jobs = []
+    for k in range(max((len(v) for v in per_file.values()), default=0)):
+        jobs += [(per_file[rel][k], rel, tests_of(rel)) for rel in targets if k < len(per_file[rel])]
     print(f"{len(jobs)} mutants over {len(targets)} files, {args.workers} workers")
-    run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of)
+    stop_at = t_start + args.deadline if args.deadline else 0.0
+    run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of, stop_at)
     print()
     again = [(m, rel, tests_of(rel, wide=True)) for rel in targets for m in per_file[rel]
              if m.status == "survived" and tests_of(rel, wide=True) != tests_of(rel)]
     if again:
         print(f"phase 2: {len(again)} survivors against the wider selection")
-        run_all(again, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of)
+        # the wider selection includes the slow older tests: a generous fixed cap instead of the fast baseline
+        run_all(again, args.workers, lambda rel: 600.0, original_of)
         print()
 
     equivalent = load_equivalent()  # read at the end: the list may be edited while a long run goes on
@@ -632,7 +643,10 @@ def main(argv=None) -> int:
     all_ok = True
     report = []
     for rel in targets:
-        ms = per_file[rel]
+        not_run = [m for m in per_file[rel] if m.status == "pending"]
+        if not_run:
+            sampled_note[rel] = (sampled_note.get(rel, "") + f"; {len(not_run)} not run (deadline)").lstrip("; ")
+        ms = [m for m in per_file[rel] if m.status != "pending"]
         eq = equivalent.get(rel, {})
         survivors = [m for m in ms if m.status == "survived"]
         argued = [m for m in survivors if m.key in eq]
