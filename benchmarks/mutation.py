@@ -389,7 +389,7 @@ class _Collector(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def generate(rel: str) -> tuple[str, list[Mutant]]:
+def generate(rel: str, limit: int = 0, seed: int = 0) -> tuple[str, list[Mutant], int]:
     path = SRC / rel
     original = path.read_text()
     lines = original.splitlines()
@@ -397,8 +397,14 @@ def generate(rel: str) -> tuple[str, list[Mutant]]:
     base_dump = ast.dump(tree)
     col = _Collector(SKIP_FUNCTIONS.get(rel, set()))
     col.visit(tree)
+    candidates = list(enumerate(col.out))
+    if limit:
+        # sample before validating (parsing every candidate of a big file takes minutes on a loaded machine)
+        random.Random(seed).shuffle(candidates)
     mutants, seen = [], set()
-    for node, text, kind in col.out:
+    for _pos, (node, text, kind) in candidates:
+        if limit and len(mutants) >= limit:
+            break
         try:
             before = _segment(lines, node)
             new_src = _replace(lines, node, text)
@@ -411,10 +417,11 @@ def generate(rel: str) -> tuple[str, list[Mutant]]:
         seen.add(dump)
         short = " ".join(before.split())
         mutants.append(
-            Mutant(rel, len(mutants), node.lineno, kind, short[:160], " ".join(text.split())[:160], new_src,
+            Mutant(rel, _pos, node.lineno, kind, short[:160], " ".join(text.split())[:160], new_src,
                    context=lines[node.lineno - 1].strip()[:120])
         )
-    return original, mutants
+    mutants.sort(key=lambda m: m.index)
+    return original, mutants, len(col.out)
 
 
 def tests_of(rel: str, wide: bool = False) -> list[str]:
@@ -585,15 +592,13 @@ def main(argv=None) -> int:
                 per_file[rel].append(Mutant(rel, i, original[: original.index(old)].count("\n") + 1, "break",
                                             old[:160], new[:160], original.replace(old, new, 1), context=label))
             continue
-        original, mutants = generate(rel)
+        original, mutants, n_candidates = generate(rel, 0 if args.lines else args.max_per_file, args.seed)
         if args.lines:
             lo, _, hi = args.lines.partition("-")
             mutants = [m for m in mutants if int(lo) <= m.line <= int(hi or lo)]
         original_of[rel] = original
-        total = len(mutants)
-        if args.max_per_file and total > args.max_per_file:
-            mutants = sorted(random.Random(args.seed).sample(mutants, args.max_per_file), key=lambda m: m.index)
-            sampled_note[rel] = f"sampled {args.max_per_file} of {total} (seed {args.seed})"
+        if args.max_per_file and n_candidates > len(mutants):
+            sampled_note[rel] = f"sampled {len(mutants)} of ~{n_candidates} candidates (seed {args.seed})"
         per_file[rel] = mutants
     if args.list:
         for rel, ms in per_file.items():
