@@ -230,3 +230,17 @@ def test_random_baseline_distribution():
     z = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=3, include_zero=True)(x).prediction
     assert (z > 0).sum(1).float().mean() == pytest.approx(3 * 0.9, abs=0.1)
     assert math.isclose(float((p > 0).sum(1).float().mean()), 3.0, abs_tol=0.1)
+
+
+def test_compact_keeps_the_order_of_real_steps():
+    from emofusion.models.early_fusion import compact
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 300, generator=g) < 0.6
+    values = torch.arange(300.0).view(1, 300, 1).expand(3, 300, 1).clone()
+    out, new_mask = compact(values, mask)
+    for b in range(3):
+        real = values[b, mask[b], 0]
+        n = int(mask[b].sum())
+        assert torch.equal(out[b, :n, 0], real) and bool(new_mask[b, :n].all()) and not new_mask[b, n:].any()
+        assert torch.all(out[b, n:] == 0)
