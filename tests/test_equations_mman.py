@@ -174,3 +174,15 @@ def test_defaults_are_the_papers():
     assert u.clstm.encoder.lstm.num_layers == 2 and u.clstm.encoder.lstm.hidden_size == 64
     mm = create_model("mman", DIMS, TASK)
     assert mm.fuse_input == "probs" and mm.stage == "joint"
+
+
+def test_context_lstm_dropout_acts_in_training_only():
+    from emofusion.models.mman import ContextLSTM
+
+    torch.manual_seed(4)
+    block = ContextLSTM(5, 4, 1, 3, dense_dim=0, dropout=0.5).train()
+    x = torch.randn(2, 6, 5)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert not torch.allclose(block(x, mask), block(x, mask))  # dropout on the LSTM outputs
+    block.eval()
+    assert torch.allclose(block(x, mask), block(x, mask))

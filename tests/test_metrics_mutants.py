@@ -66,6 +66,7 @@ def test_round_half_up_and_pearson_edges():
     got = M.round_half_up([-2.5, -0.5, 0.5, 1.5, 2.4999, 2.5, -1.2])
     assert got.tolist() == [-2.0, 0.0, 1.0, 2.0, 2.0, 3.0, -1.0] and got.dtype == np.float64
     assert M.round_half_up(np.array([1, 2], np.int32)).dtype == np.float64
+    assert M.round_half_up(np.array([0.5, 1.5], np.float32)).dtype == np.float64
     assert M.safe_pearson([1.0, 2.0], [3.0, 5.0]) == pytest.approx(1.0)  # two points are enough
     assert math.isnan(M.safe_pearson([1.0], [2.0]))
     assert math.isnan(M.safe_pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
