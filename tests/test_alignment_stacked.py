@@ -25,3 +25,10 @@ def test_frames_stacked_per_word_in_time_order_and_padded():
     assert e.shape == (6, 1) and not em.any()
     with pytest.raises(ValueError):
         stack_to_reference(words, frames, feats, slots=0)
+
+
+def test_weighted_mean_of_a_single_row():
+    from emofusion.data.alignment import weighted_mean
+
+    out = weighted_mean(np.array([[2.0, 4.0]]), np.array([0.5]), np.array([0]), np.array([1]))
+    assert out.tolist() == [[2.0, 4.0]]

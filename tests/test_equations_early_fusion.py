@@ -244,3 +244,12 @@ def test_compact_keeps_the_order_of_real_steps():
         n = int(mask[b].sum())
         assert torch.equal(out[b, :n, 0], real) and bool(new_mask[b, :n].all()) and not new_mask[b, n:].any()
         assert torch.all(out[b, n:] == 0)
+
+
+def test_overlap_resample_padded_targets_are_zero():
+    from emofusion.models.early_fusion import overlap_resample
+
+    v = torch.arange(1.0, 7.0).view(1, 6, 1)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    out = overlap_resample(v, mask, torch.tensor([3]), 5)
+    assert out[0, :3, 0].tolist() == [1.5, 3.5, 5.5] and out[0, 3:, 0].tolist() == [0.0, 0.0]

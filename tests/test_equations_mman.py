@@ -186,3 +186,9 @@ def test_context_lstm_dropout_acts_in_training_only():
     assert not torch.allclose(block(x, mask), block(x, mask))  # dropout on the LSTM outputs
     block.eval()
     assert torch.allclose(block(x, mask), block(x, mask))
+
+
+def test_attention_sizes_follow_the_options():
+    net = create_model("clstm_mma", DIMS, TASK, d_model=4, d_k=3, d_v=2, skip="none")
+    assert net.attention.query["audio"].out_features == 3 and net.attention.d_k == 3
+    assert net.attention.value["text"].out_features == 2
