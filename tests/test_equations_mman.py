@@ -192,3 +192,8 @@ def test_attention_sizes_follow_the_options():
     net = create_model("clstm_mma", DIMS, TASK, d_model=4, d_k=3, d_v=2, skip="none")
     assert net.attention.query["audio"].out_features == 3 and net.attention.d_k == 3
     assert net.attention.value["text"].out_features == 2
+
+
+def test_standardisation_layers_are_registered():
+    net = create_model("clstm_mma", DIMS, TASK, d_model=4)
+    assert {"standardise.audio.0.weight", "standardise.text.0.bias"} <= set(net.state_dict())
