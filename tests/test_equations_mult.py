@@ -224,3 +224,12 @@ def test_future_mask_per_sample_lengths():
     assert m[0, 0, 0].tolist() == [True, True, True, False, False]
     assert m[1, 0, 0].tolist() == [True, True, False, False, False]
     assert m[1, 0, 1].tolist() == [True, True, True, False, False]
+
+
+def test_self_attention_depth_rule():
+    for cross, want in ((1, 3), (2, 3), (3, 3), (4, 4), (6, 6)):
+        m = create_model("mult", DIMS, TASK, d_model=6, num_heads=2, cross_layers=cross)
+        assert m.self_layers == want and len(m.memory["text"].layers) == want  # max(layers, 3)
+    assert create_model("mult", DIMS, TASK, d_model=6, num_heads=2, self_layers=2).self_layers == 2
+    k = create_model("mult", DIMS, TASK, d_model=6, num_heads=2, kernel_size={"text": 3, "audio": 1, "visual": 5})
+    assert [k.proj[m].conv.kernel_size[0] for m in DIMS] == [3, 1, 5]
