@@ -38,16 +38,23 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.yaml"
 
-# target file -> focused tests (the tests that pin its equations; fast ones first so -x stops early)
-TARGETS: dict[str, list[str]] = {
-    "emofusion/evaluation/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
-    "emofusion/data/alignment.py": ["tests/test_alignment_mutants.py", "tests/test_alignment.py"],
-    "emofusion/models/rrnn.py": ["tests/test_equations_rrnn.py", "tests/test_rrnn.py"],
-    "emofusion/models/rmfn.py": ["tests/test_equations_rmfn.py", "tests/test_rmfn.py"],
-    "emofusion/models/mult.py": ["tests/test_equations_mult.py", "tests/test_mult.py"],
-    "emofusion/models/delta_attention.py": ["tests/test_equations_delta_attention.py", "tests/test_delta_attention.py"],
-    "emofusion/models/early_fusion.py": ["tests/test_equations_early_fusion.py", "tests/test_early_fusion.py"],
-    "emofusion/models/mman.py": ["tests/test_equations_mman.py", "tests/test_mman.py"],
+# target file -> (fast tests, wider tests). Phase 1 runs every mutant against the fast selection (the
+# literal-equation tests, seconds); phase 2 re-runs only phase-1 survivors against fast + wider (the file's
+# older, slower tests), so a mutant counts as surviving only when no test of either selection fails.
+TARGETS: dict[str, tuple[list[str], list[str]]] = {
+    "emofusion/evaluation/metrics.py": (["tests/test_metrics_mutants.py"], ["tests/test_metrics.py"]),
+    "emofusion/data/alignment.py": (
+        ["tests/test_alignment_mutants.py", "tests/test_alignment_stacked.py"], ["tests/test_alignment.py"]
+    ),
+    "emofusion/models/rrnn.py": (["tests/test_equations_rrnn.py"], ["tests/test_rrnn.py"]),
+    "emofusion/models/rmfn.py": (["tests/test_equations_rmfn.py"], ["tests/test_rmfn.py"]),
+    "emofusion/models/mult.py": (["tests/test_equations_mult.py"], ["tests/test_mult.py"]),
+    "emofusion/models/delta_attention.py": (
+        ["tests/test_equations_delta_attention.py", "tests/test_dcca.py"],
+        ["tests/test_delta_attention.py"],
+    ),
+    "emofusion/models/early_fusion.py": (["tests/test_equations_early_fusion.py"], ["tests/test_early_fusion.py"]),
+    "emofusion/models/mman.py": (["tests/test_equations_mman.py"], ["tests/test_mman.py"]),
 }
 # functions whose mutants are not run: training loops owned by other modules' protocols, plotting/repr glue
 SKIP_FUNCTIONS = {
@@ -93,6 +100,71 @@ NAME_SWAPS = {
 QUIET_CALLS = {"warnings", "logger", "log", "print", "logging"}
 # casts whose removal leaves an equal value in nearly every use (float(np.float64) etc.): too noisy to argue
 TYPE_CASTS = {"float", "int", "bool", "str", "list", "tuple", "dict", "set", "np.asarray"}
+
+
+# The breaks a review found undetected (issue 14), as hand-written mutants: ``--breaks`` runs exactly these.
+BREAKS: list[tuple[str, str, str, str]] = [
+    ("emofusion/models/rrnn.py", "RRNN: every hop queries m(0)",
+     "c, alpha = self._attention(m, hop)(h, mask, memory)", "c, alpha = self._attention(m, hop)(h, mask, memories[0])"),
+    ("emofusion/models/rrnn.py", "RRNN: concat attention tanh(a) + tanh(b)",
+     "r = torch.tanh(key + query)", "r = torch.tanh(key) + torch.tanh(query)"),
+    ("emofusion/models/rrnn.py", "RRNN: ungated GCA update changed",
+     "memory = torch.tanh(self.update(mw))", "memory = torch.tanh(self.update(mw)) + memory"),
+    ("emofusion/models/rmfn.py", "RMFN: HIGHLIGHT input a^[k-1] -> zeros",
+     "self.highlight_cell(torch.cat([a, h_hl], dim=-1))", "self.highlight_cell(torch.cat([torch.zeros_like(a), h_hl], dim=-1))"),
+    ("emofusion/models/rmfn.py", "RMFN: SUMMARIZE fed s^[K] K times",
+     "summary = torch.cat(outputs, dim=-1) if", "summary = torch.cat([outputs[-1]] * len(outputs), dim=-1) if"),
+    ("emofusion/models/rmfn.py", "RMFN: FUSE recurrence removed",
+     "self.fuse_in(h_tilde) + self.fuse_rec(s)", "self.fuse_in(h_tilde)"),
+    ("emofusion/models/rmfn.py", "RMFN: M(h_t) zeroed",
+     "c_hl = self.memory_init(h)", "c_hl = torch.zeros_like(self.memory_init(h))"),
+    ("emofusion/models/early_fusion.py", "paper 003: overlap weights -> plain mean",
+     "weights = (end - start).clamp_min(0.0)", "weights = ((end - start) > 0).to(values.dtype)"),
+    ("emofusion/models/early_fusion.py", "paper 003: ef_blstm unidirectional",
+     "    bidirectional = True", "    bidirectional = False"),
+    ("emofusion/models/early_fusion.py", "paper 003: BatchNorm removed from the head",
+     "layers.append(SafeBatchNorm1d(fc_dim))", "pass"),
+    ("emofusion/models/delta_attention.py", "delta: no 1/sqrt(d_k) on the relative-position term",
+     "bias = (self.relative_logits(x) / math.sqrt(self.d_k)).unsqueeze(1)", "bias = self.relative_logits(x).unsqueeze(1)"),
+    ("emofusion/models/delta_attention.py", "delta: skip connection zeroed",
+     "z = self.fused_norm(self.dropout(z) + skip)", "z = self.fused_norm(self.dropout(z) + 0 * skip)"),
+    ("emofusion/models/delta_attention.py", "DCCA: back to utterance pairing",
+     'cca_pairing: str = "frames"', 'cca_pairing: str = "utterance"'),
+    ("emofusion/models/mult.py", "MulT: no embedding scale",
+     "x = self.proj[modality](values, mask) * self.embed_scale", "x = self.proj[modality](values, mask)"),
+    ("emofusion/models/mult.py", "MulT: no positional embeddings",
+     "x = x + self.positions(x.shape[1], self.d_model, x)", "x = x"),
+    ("emofusion/models/mult.py", "MulT: residual option ignored",
+     "x = (q if self.literal_residual else x) + self.res_dropout(a)", "x = x + self.res_dropout(a)"),
+    ("emofusion/models/mult.py", "MulT: 3 self-attention layers (parameter count)",
+     "max(cross_layers, 3) if self_layers is None", "3 if self_layers is None"),
+    ("emofusion/evaluation/metrics.py", "metrics: acc2/f1 with the has-0 convention",
+     'out["acc2"], out["f1"] = out["acc2_non0"], out["f1_non0"]', 'out["acc2"], out["f1"] = out["acc2_has0"], out["f1_has0"]'),
+    ("emofusion/evaluation/metrics.py", "metrics: acc7 without clipping",
+     "rp = round_half_up(np.clip(pred, low, high))", "rp = round_half_up(pred)"),
+    ("emofusion/evaluation/metrics.py", "metrics: acc5 clipped to +-3",
+     "round_half_up(np.clip(pred, -2, 2))", "round_half_up(np.clip(pred, -3, 3))"),
+    ("emofusion/evaluation/metrics.py", "metrics: multilabel threshold >= 0.5",
+     "true = np.asarray(true) > 0.5", "true = np.asarray(true) >= 0.5"),
+    ("emofusion/evaluation/metrics.py", "metrics: NaN r's not skipped (multi-regression)",
+     "finite = [r for r in rs if np.isfinite(r)]", "finite = rs"),
+    ("emofusion/evaluation/metrics.py", "metrics: weighted-accuracy single-class branch inverted",
+     "if true_present.all() or not true_present.any():", "if not (true_present.all() or not true_present.any()):"),
+    ("emofusion/data/alignment.py", "alignment: default epsilon 1e-5 -> 1e-6",
+     "    epsilon: float = 1e-5,\n    weighted", "    epsilon: float = 1e-6,\n    weighted"),
+    ("emofusion/data/alignment.py", "alignment: imputation as float32",
+     "np.zeros((len(iv), d), dtype=np.float64)", "np.zeros((len(iv), d), dtype=np.float32)"),
+    ("emofusion/data/alignment.py", "alignment: NaN propagation in weighted_mean removed",
+     "out[both | (pos & neg)] = np.nan", "pass"),
+    ("emofusion/data/alignment.py", "alignment: -inf propagation in average_to_reference removed",
+     "block[neg] = -np.inf", "pass"),
+    ("emofusion/data/alignment.py", "alignment: touch test > -> >=",
+     "hit = ((r[:, 1] - s[:, 0]) > -epsilon)", "hit = ((r[:, 1] - s[:, 0]) >= -epsilon)"),
+    ("emofusion/data/alignment.py", "alignment: candidate margin 0",
+     "margin = epsilon + 1e-9 * (1.0 + float(np.abs(ref).max(initial=0.0)))", "margin = 0.0"),
+    ("emofusion/data/alignment.py", "alignment: unstable sort",
+     'order = np.argsort(intervals[:, 0], kind="stable")', "order = np.argsort(intervals[:, 0])"),
+]
 
 
 @dataclass
@@ -317,7 +389,7 @@ class _Collector(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def generate(rel: str) -> tuple[str, list[Mutant]]:
+def generate(rel: str, limit: int = 0, seed: int = 0) -> tuple[str, list[Mutant], int]:
     path = SRC / rel
     original = path.read_text()
     lines = original.splitlines()
@@ -325,8 +397,14 @@ def generate(rel: str) -> tuple[str, list[Mutant]]:
     base_dump = ast.dump(tree)
     col = _Collector(SKIP_FUNCTIONS.get(rel, set()))
     col.visit(tree)
+    candidates = list(enumerate(col.out))
+    if limit:
+        # sample before validating (parsing every candidate of a big file takes minutes on a loaded machine)
+        random.Random(seed).shuffle(candidates)
     mutants, seen = [], set()
-    for node, text, kind in col.out:
+    for _pos, (node, text, kind) in candidates:
+        if limit and len(mutants) >= limit:
+            break
         try:
             before = _segment(lines, node)
             new_src = _replace(lines, node, text)
@@ -339,14 +417,16 @@ def generate(rel: str) -> tuple[str, list[Mutant]]:
         seen.add(dump)
         short = " ".join(before.split())
         mutants.append(
-            Mutant(rel, len(mutants), node.lineno, kind, short[:160], " ".join(text.split())[:160], new_src,
+            Mutant(rel, _pos, node.lineno, kind, short[:160], " ".join(text.split())[:160], new_src,
                    context=lines[node.lineno - 1].strip()[:120])
         )
-    return original, mutants
+    mutants.sort(key=lambda m: m.index)
+    return original, mutants, len(col.out)
 
 
-def tests_of(rel: str) -> list[str]:
-    return [t for t in TARGETS[rel] if (REPO / t).exists()]
+def tests_of(rel: str, wide: bool = False) -> list[str]:
+    fast, wider = TARGETS[rel]
+    return [t for t in fast + (wider if wide else []) if (REPO / t).exists()]
 
 
 def load_equivalent() -> dict[str, dict[str, str]]:
@@ -378,7 +458,8 @@ def _child(workdir: Path, tests: list[str], extra: list[str]) -> None:
     os._exit(int(code))
 
 
-def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, timeout_for, original_of) -> None:
+def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, timeout_for, original_of,
+            stop_at: float = 0.0) -> None:
     """Run (mutant, file, tests) jobs, ``workers`` at a time, each in a forked child with its own src copy."""
     tmp = Path(tempfile.mkdtemp(prefix="emofusion-mut-"))
     slots = []
@@ -391,6 +472,8 @@ def run_all(jobs: list[tuple[Mutant | None, str, list[str]]], workers: int, time
     queue = list(jobs)
     try:
         while queue or running:
+            if stop_at and time.time() > stop_at:
+                queue.clear()  # past the deadline: finish the running mutants, start no new one
             while queue and free:
                 mutant, rel, tests = queue.pop(0)
                 slot = free.pop()
@@ -436,6 +519,8 @@ def _progress(m: Mutant) -> None:
         return
     mark = {"killed": ".", "timeout": "t", "survived": "S"}.get(m.status, "?")
     print(mark, end="" if _counter["n"] % 80 else "\n", flush=True)
+    if m.status == "survived" and os.environ.get("MUTATION_VERBOSE", "1") != "0":
+        print(f"\n  survived so far: {m.file}:{m.line} {m.key}", flush=True)
 
 
 def preimport(targets: list[str]) -> None:
@@ -453,7 +538,7 @@ def preimport(targets: list[str]) -> None:
     names = set()
     for rel in targets:
         names.add(rel[:-3].replace("/", "."))
-        for t in tests_of(rel):
+        for t in tests_of(rel, wide=True):
             for node in ast.walk(ast.parse((REPO / t).read_text())):
                 if isinstance(node, ast.Import):
                     names.update(a.name for a in node.names)
@@ -484,6 +569,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-factor", type=float, default=3.0)
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
     ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="stop starting new mutants after this many seconds (0 = none); the summary covers the "
+                         "mutants that ran, and says so")
+    ap.add_argument("--breaks", action="store_true", help="run only the review's hand-written breaks (BREAKS)")
     ap.add_argument("--lines", default=None, help="only mutants on these lines, e.g. 40-60 (one target)")
     args = ap.parse_args(argv)
 
@@ -491,18 +580,25 @@ def main(argv=None) -> int:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     sys.dont_write_bytecode = True
     targets = [t for t in TARGETS if not args.targets or any(s in t for s in args.targets)]
-    equivalent = load_equivalent()
     original_of, per_file, sampled_note = {}, {}, {}
     for rel in targets:
-        original, mutants = generate(rel)
+        if args.breaks:
+            original = (SRC / rel).read_text()
+            original_of[rel] = original
+            per_file[rel] = []
+            for i, (brel, label, old, new) in enumerate(b for b in BREAKS if b[0] == rel):
+                if old not in original:
+                    raise SystemExit(f"break {label!r}: {old!r} not found in {rel}")
+                per_file[rel].append(Mutant(rel, i, original[: original.index(old)].count("\n") + 1, "break",
+                                            old[:160], new[:160], original.replace(old, new, 1), context=label))
+            continue
+        original, mutants, n_candidates = generate(rel, 0 if args.lines else args.max_per_file, args.seed)
         if args.lines:
             lo, _, hi = args.lines.partition("-")
             mutants = [m for m in mutants if int(lo) <= m.line <= int(hi or lo)]
         original_of[rel] = original
-        total = len(mutants)
-        if args.max_per_file and total > args.max_per_file:
-            mutants = sorted(random.Random(args.seed).sample(mutants, args.max_per_file), key=lambda m: m.index)
-            sampled_note[rel] = f"sampled {args.max_per_file} of {total} (seed {args.seed})"
+        if args.max_per_file and n_candidates > len(mutants):
+            sampled_note[rel] = f"sampled {len(mutants)} of ~{n_candidates} candidates (seed {args.seed})"
         per_file[rel] = mutants
     if args.list:
         for rel, ms in per_file.items():
@@ -531,16 +627,31 @@ def main(argv=None) -> int:
         baseline_time[rel] = base.seconds
     print("baseline seconds: " + ", ".join(f"{Path(r).name} {t:.1f}" for r, t in baseline_time.items()))
 
-    jobs = [(m, rel, tests_of(rel)) for rel in targets for m in per_file[rel]]
+    # round-robin over the files, so that a deadline leaves every file sampled alike
+    jobs = []
+    for k in range(max((len(v) for v in per_file.values()), default=0)):
+        jobs += [(per_file[rel][k], rel, tests_of(rel)) for rel in targets if k < len(per_file[rel])]
     print(f"{len(jobs)} mutants over {len(targets)} files, {args.workers} workers")
-    run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of)
+    stop_at = t_start + args.deadline if args.deadline else 0.0
+    run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of, stop_at)
     print()
+    again = [(m, rel, tests_of(rel, wide=True)) for rel in targets for m in per_file[rel]
+             if m.status == "survived" and tests_of(rel, wide=True) != tests_of(rel)]
+    if again:
+        print(f"phase 2: {len(again)} survivors against the wider selection")
+        # the wider selection includes the slow older tests: a generous fixed cap instead of the fast baseline
+        run_all(again, args.workers, lambda rel: 600.0, original_of)
+        print()
 
+    equivalent = load_equivalent()  # read at the end: the list may be edited while a long run goes on
     rows = []
     all_ok = True
     report = []
     for rel in targets:
-        ms = per_file[rel]
+        not_run = [m for m in per_file[rel] if m.status == "pending"]
+        if not_run:
+            sampled_note[rel] = (sampled_note.get(rel, "") + f"; {len(not_run)} not run (deadline)").lstrip("; ")
+        ms = [m for m in per_file[rel] if m.status != "pending"]
         eq = equivalent.get(rel, {})
         survivors = [m for m in ms if m.status == "survived"]
         argued = [m for m in survivors if m.key in eq]
@@ -562,6 +673,11 @@ def main(argv=None) -> int:
                 print(f"NO TESTS COLLECTED {rel}:{m.line} {m.key}")
     for line in report:
         print(line)
+    if args.breaks:
+        print("\nreview breaks (issue 14):")
+        for rel in targets:
+            for m in per_file[rel]:
+                print(f"  {m.status:8s} {rel}:{m.line}  {m.context}")
     print()
     print(f"{'file':42s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'surv':>5s} {'kill rate':>9s} goal")
     for rel, n, k, e, s, rate, goal, ok, note in rows:

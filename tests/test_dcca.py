@@ -90,6 +90,10 @@ def test_model_objective_on_random_and_identical_batches():
              for m, d in dims.items()}
         out = model(x)
     assert float(out.extras["cca_correlation"]) < 0.15  # the utterance-level estimate would give >= 3/16
+    # the samples are the frames of the batch (4 utterances x 30 steps), pooled over the 15 batches
+    assert model.cca_pairing == "frames"
+    n_pooled = sum(120 * 0.9**k for k in range(15))
+    assert float(model.cca.n_0) == pytest.approx(n_pooled)
     # a batch of identical rows (all samples the same): finite loss and gradients
     v = {m: torch.randn(1, 30, d, generator=g).repeat(4, 1, 1) for m, d in dims.items()}
     x = {m: ModalityTensor(v[m], torch.ones(4, 30, dtype=torch.bool)) for m in dims}

@@ -215,3 +215,21 @@ def test_staged_inputs_split_correlated_and_representation():
     torch.testing.assert_close(out.extras["correlated"]["text"][1], v["text"][1, :, :3])
     torch.testing.assert_close(out.extras["representations"]["audio"][1], v["audio"][1, :, 3:])
     assert torch.all(out.extras["representations"]["audio"][0, 3] == 0)
+
+
+def test_extra_layers_are_post_norm_transformer_layers():
+    torch.manual_seed(6)
+    model = create_model("delta_attention", DIMS, TASK, **{**SMALL, "num_layers": 2}).eval()
+    x = inputs(seed=1)
+    ys = model(x).extras["representations"]
+    for b in range(2):
+        L = LENGTHS["audio"][b]
+        enc = model.unimodal["audio"]
+        h = conv(enc.conv, x["audio"][0][b, :L])
+        blk = enc.blocks[0]
+        h = layer_norm(blk["norm1"], h + delta_attention(blk["attn"], h))
+        ff = blk["ff"]
+        f = torch.relu(h @ ff[0].weight.T + ff[0].bias) @ ff[2].weight.T + ff[2].bias
+        h = layer_norm(blk["norm2"], h + f)
+        want = layer_norm(enc.norm, delta_attention(enc.final, h))
+        torch.testing.assert_close(ys["audio"][b, :L], want, atol=1e-5, rtol=1e-4)

@@ -219,3 +219,15 @@ def test_structure_and_init():
     nomfp = create_model("rmfn", DIMS, TASK, **{**SMALL, "mfp": "false"})
     assert nomfp.fusion is None and nomfp.lsthm.V is None and not nomfp.highlight
     assert model.modality_slices == {"text": (0, 3), "audio": (3, 6), "visual": (6, 9)}
+
+
+def test_default_sizes():
+    import inspect
+
+    from emofusion.models.rmfn import RMFN
+
+    p = inspect.signature(RMFN.__init__).parameters
+    got = {k: p[k].default for k in ("stages", "hidden_dim", "fuse_dim", "z_dim", "summarize_dim", "head_dim",
+                                     "dropout", "summarize", "mfp", "highlight")}
+    assert got == {"stages": 3, "hidden_dim": 32, "fuse_dim": 32, "z_dim": 32, "summarize_dim": 64, "head_dim": 64,
+                   "dropout": 0.1, "summarize": "all", "mfp": True, "highlight": True}  # docs/models/rmfn.md

@@ -167,3 +167,13 @@ def test_defaults_are_the_papers():
         "hops": 3, "attention": "multiplicative", "memory_init": "mean", "gating": True, "heads": 1,
         "attend_over": "time",
     }
+
+
+def test_validation_and_registered_attention_parameters():
+    with pytest.raises(ValueError):
+        create_model("rrnn", DIMS, TASK, hops=0)
+    with pytest.raises(ValueError):
+        create_model("rrnn", DIMS, TASK, heads=0)
+    model = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2)
+    keys = set(model.state_dict())
+    assert {"attention.text.0.w1.weight", "attention.visual.1.w3.weight"} <= keys  # registered, so trained

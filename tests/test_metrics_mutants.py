@@ -66,6 +66,7 @@ def test_round_half_up_and_pearson_edges():
     got = M.round_half_up([-2.5, -0.5, 0.5, 1.5, 2.4999, 2.5, -1.2])
     assert got.tolist() == [-2.0, 0.0, 1.0, 2.0, 2.0, 3.0, -1.0] and got.dtype == np.float64
     assert M.round_half_up(np.array([1, 2], np.int32)).dtype == np.float64
+    assert M.round_half_up(np.array([0.5, 1.5], np.float32)).dtype == np.float64
     assert M.safe_pearson([1.0, 2.0], [3.0, 5.0]) == pytest.approx(1.0)  # two points are enough
     assert math.isnan(M.safe_pearson([1.0], [2.0]))
     assert math.isnan(M.safe_pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
@@ -75,6 +76,7 @@ def test_round_half_up_and_pearson_edges():
     y = np.array([[1.0], [2.0], [2.5], [4.0], [3.0]])  # a column: flattened first
     assert M.safe_pearson(x, y) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)
     assert M.safe_pearson(list(x), [1, 2, 2.5, 4, 3]) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)
+    assert M.safe_pearson(y, x) == pytest.approx(pearson(x - 1e5, y.ravel()), abs=1e-9)  # both sides float64
 
 
 def test_weighted_f1_and_weighted_accuracy_edges():
@@ -165,6 +167,21 @@ def test_emotion_intensity_every_key_literal():
     p6 = [int(np.argmax(pred[i])) for i in keep]
     assert m["acc6"] == pytest.approx(sum(a == b for a, b in zip(t6, p6)) / len(keep))
     assert m["f1_6"] == pytest.approx(weighted_f1(t6, p6))
+
+
+def test_list_inputs_equal_array_inputs():
+    pred, true = intensity_data()
+    assert M.emotion_intensity_metrics(pred.tolist(), true.tolist(), NAMES6) == pytest.approx(
+        M.emotion_intensity_metrics(pred, true, NAMES6), nan_ok=True)
+    p, y = sentiment_data()
+    assert M.sentiment_metrics(p.tolist(), y.tolist()) == M.sentiment_metrics(p, y)
+    yr = [[1.0, 2.0], [4.0, 3.0], [6.0, 1.0]]
+    pr = [[1.4, 2.6], [3.0, 3.2], [7.9, 1.1]]
+    assert M.multi_regression_metrics(pr, yr, ("a", "b"), [(1, 7), (1, 7)]) == M.multi_regression_metrics(
+        np.array(pr), np.array(yr), ("a", "b"), [(1, 7), (1, 7)])
+    lg = [[0.5, -1.0], [-0.5, 1.0], [1.0, 1.0]]
+    assert M.multilabel_binary_metrics(lg, [[1, 0], [1, 1], [0, 1]], ("x", "y")) == M.multilabel_binary_metrics(
+        np.array(lg), np.array([[1, 0], [1, 1], [0, 1]]), ("x", "y"))
 
 
 def test_emotion_intensity_degenerate():
@@ -269,7 +286,7 @@ def test_multilabel_thresholds():
 
 
 def test_multi_regression_literal():
-    y = np.array([[1.0, 2.0, 3.0], [4.0, 2.0, 5.0], [7.0, 2.0, 1.0], [2.0, 2.0, 2.0], [5.0, 2.0, 4.0]])
+    y = np.array([[1.0, 2.0, 3.0], [4.6, 2.0, 5.0], [7.0, 2.0, 1.4], [2.5, 2.0, 2.0], [5.0, 2.0, 4.5]])
     p = np.array([[0.2, 2.5, 3.4], [4.6, 1.0, 5.9], [7.8, 3.0, 1.5], [2.4, 2.0, 2.6], [5.5, 2.2, 3.4]])
     names = ("o1", "o2", "o3")
     ranges = [(1, 7), (1, 7), (1, 5)]
@@ -286,6 +303,8 @@ def test_multi_regression_literal():
     assert m["mae"] == pytest.approx(np.mean(np.abs(p - y)))
     plain = M.multi_regression_metrics(p, y, names)
     assert not any(k.startswith("acc") for k in plain)
+    off = M.multi_regression_metrics(p + 1e5, y + 1e5, names)  # float64 throughout
+    assert off["mae"] == pytest.approx(m["mae"], rel=1e-9)
     nan = M.multi_regression_metrics(p[:, 1:2], y[:, 1:2], ("o2",))
     assert math.isnan(nan["pearson_r"])
 
@@ -309,6 +328,8 @@ def test_compute_metrics_dispatch_and_flatten():
     mr2 = TaskSpec("multi_regression", ("a", "b"), label_range=(1.0, 7.0), extra={"ranges": [(1, 7), (1, 3)]})
     got = M.compute_metrics(mr2, pr, yr)
     assert "acc3_b" in got and got == M.multi_regression_metrics(pr, yr, ("a", "b"), [(1, 7), (1, 3)])
+    bare = TaskSpec("sentiment", ("s",))  # no label range: the [-3, 3] scale
+    assert M.compute_metrics(bare, p, y) == M.sentiment_metrics(p, y, (-3.0, 3.0))
     mr3 = TaskSpec("multi_regression", ("a", "b"))
     assert "acc7_a" not in M.compute_metrics(mr3, pr, yr)
     task = classification_task(("a", "b"), sequence_labels=True)

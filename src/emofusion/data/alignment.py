@@ -351,3 +351,53 @@ def align_sdk(
                     out[n][key] = (iv, np.zeros((len(iv), d), dtype=np.float64))
                     missing[n] += 1
     return out_ref, out, report
+
+
+# --------------------------------------------------------------------------------------------------
+# paper 002's aligned view: pad and stack each word's frames (§4.4 "we pad and stack the visual and
+# acoustic sequences, making all three sequences for a certain time interval having the same length")
+# --------------------------------------------------------------------------------------------------
+
+
+def stack_to_reference(
+    ref_intervals: np.ndarray,
+    intervals: np.ndarray,
+    values: np.ndarray,
+    slots: int,
+    epsilon: float = SDK_EPSILON,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each reference interval (word) gets ``slots`` steps: the frames that intersect it (the SDK's test,
+    clipped overlap > ``epsilon``) in time order, the first ``slots`` of them, then zero padding.
+
+    Returns values ``[R * slots, D]`` and a bool mask ``[R * slots]`` (False = padding). Frames outside every
+    word are discarded (the paper: "parts of any modality not in the interval have been discarded"); a
+    frame that spans two words appears in both.
+    """
+    if int(slots) < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    ref = np.asarray(ref_intervals, np.float64)
+    iv = np.asarray(intervals, np.float64)
+    values = np.asarray(values)
+    order = np.argsort(iv[:, 0], kind="stable") if len(iv) else np.zeros(0, np.int64)
+    out = np.zeros((len(ref) * slots, values.shape[1]), dtype=values.dtype if values.dtype.kind == "f" else np.float64)
+    mask = np.zeros(len(ref) * slots, bool)
+    if len(ref) == 0 or len(iv) == 0:
+        return out, mask
+    ri, fj, _ = intersect_sdk(ref, iv[order], epsilon)
+    starts, counts = _group_bounds(ri, len(ref))
+    for r in range(len(ref)):
+        n = min(int(counts[r]), slots)
+        rows = order[fj[starts[r] : starts[r] + n]]
+        out[r * slots : r * slots + n] = values[rows]
+        mask[r * slots : r * slots + n] = True
+    return out, mask
+
+
+def stack_reference(values: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference modality (text) in the same layout: each word in its first slot, then padding."""
+    values = np.asarray(values)
+    out = np.zeros((len(values) * slots, values.shape[1]), dtype=values.dtype)
+    out[::slots] = values
+    mask = np.zeros(len(values) * slots, bool)
+    mask[::slots] = True
+    return out, mask

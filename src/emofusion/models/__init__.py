@@ -7,6 +7,7 @@ from emofusion.models import (  # noqa: F401
     early_fusion,
     late_fusion,
     lmf,
+    marn,
     mfn,
     mman,
     mult,

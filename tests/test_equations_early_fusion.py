@@ -1,0 +1,255 @@
+"""Paper 003 §4 re-implemented literally per sample: overlap-weighted averaging onto the text axis with
+*unequal* overlaps, per-step concatenation, Keras-style masking of all-zero steps, pre-truncation to maxlen,
+the (B)LSTM with its last state (both directions for ef_blstm), the CNN blocks, and the FC head with batch
+norm (running statistics made non-trivial so that dropping it shows)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model
+from emofusion.tasks import classification_task, emotion_intensity_task
+
+DIMS = {"text": 3, "audio": 2, "visual": 2}
+TASK = classification_task(("a", "b", "c"))
+# text 3 words; audio 5 frames, visual 2 frames: overlaps of 1/5 and 1/3 windows are unequal
+LENGTHS = {"text": [3, 4], "audio": [5, 7], "visual": [2, 3]}
+
+
+def inputs(seed=0, zero_step=True):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in LENGTHS.items():
+        steps = max(lens) + 1
+        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
+        v = torch.randn(2, steps, DIMS[m], generator=g)
+        out[m] = ModalityTensor(v, mask)
+    return out
+
+
+def overlap_mean(x, L_t):
+    """Source frames evenly cover [0, 1): frame s = [s/L_s, (s+1)/L_s); target t = [t/L_t, (t+1)/L_t)."""
+    L_s = x.shape[0]
+    rows = []
+    for t in range(L_t):
+        w = []
+        for s in range(L_s):
+            lo = max(s / L_s, t / L_t)
+            hi = min((s + 1) / L_s, (t + 1) / L_t)
+            w.append(max(hi - lo, 0.0))
+        total = sum(w)
+        rows.append(sum(wi * x[s] for s, wi in enumerate(w)) / total)
+    return torch.stack(rows)
+
+
+def fuse(model, x, b, zero_rows=()):
+    L = LENGTHS["text"][b]
+    parts = []
+    for m in DIMS:
+        seq = x[m][0][b, : LENGTHS[m][b]]
+        parts.append(seq if LENGTHS[m][b] == L else overlap_mean(seq, L))
+    f = torch.cat(parts, -1)
+    keep = [t for t in range(L) if bool((f[t] != 0).any())]
+    f = f[keep]
+    maxlen = model.fusion.maxlen
+    if model.fusion.truncating == "pre":
+        f = f[-maxlen:]
+    else:
+        f = f[:maxlen]
+    return f
+
+
+def sig(z):
+    return 1 / (1 + torch.exp(-z))
+
+
+def lstm_run(lstm, seq, suffix=""):
+    W, U = getattr(lstm, f"weight_ih_l0{suffix}"), getattr(lstm, f"weight_hh_l0{suffix}")
+    b = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
+    H = U.shape[1]
+    h, c = torch.zeros(H), torch.zeros(H)
+    for x in seq:
+        z = W @ x + U @ h + b
+        i, f, g, o = sig(z[:H]), sig(z[H : 2 * H]), torch.tanh(z[2 * H : 3 * H]), sig(z[3 * H :])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+    return h
+
+
+def head(fc, v):
+    """Linear -> BatchNorm (running statistics, eval) -> ReLU -> ... -> Linear."""
+    for layer in fc.net:
+        name = type(layer).__name__
+        if name == "Linear":
+            v = layer.weight @ v + layer.bias
+        elif "BatchNorm" in name:
+            v = (v - layer.running_mean) / torch.sqrt(layer.running_var + layer.eps) * layer.weight + layer.bias
+        elif name == "ReLU":
+            v = torch.relu(v)
+    return v
+
+
+def prepare(model):
+    with torch.no_grad():
+        for mod in model.head.modules():
+            if "BatchNorm" in type(mod).__name__:
+                mod.running_mean.uniform_(-1, 1)
+                mod.running_var.uniform_(0.3, 3.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["ef_lstm", "ef_blstm"])
+@pytest.mark.parametrize("opts", [{}, {"maxlen": 2}, {"maxlen": 2, "truncating": "post", "fc_layers": 2}])
+def test_lstm_nets_equal_literal_pipeline(name, opts):
+    torch.manual_seed(1)
+    model = prepare(create_model(name, DIMS, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, **opts))
+    x = inputs()
+    out = model(x).prediction
+    for b in range(2):
+        f = fuse(model, x, b)
+        lstm = model.encoder.lstm
+        final = lstm_run(lstm, f)
+        if name == "ef_blstm":
+            final = torch.cat([final, lstm_run(lstm, f.flip(0), "_reverse")])  # backward: first step
+        torch.testing.assert_close(out[b], head(model.head, final), atol=1e-5, rtol=1e-4)
+    assert model.encoder.bidirectional == (name == "ef_blstm")
+
+
+def test_all_zero_steps_are_masked_and_lengths_pinned():
+    torch.manual_seed(2)
+    model = prepare(create_model("ef_lstm", {"text": 3, "audio": 2}, TASK, hidden_dim=3, fc_dim=4, dropout=0.0))
+    g = torch.Generator().manual_seed(3)
+    t = torch.randn(1, 4, 3, generator=g)
+    a = torch.randn(1, 4, 2, generator=g)
+    t[0, 1] = 0.0
+    a[0, 1] = 0.0  # step 1 is all zeros in every modality: Keras Masking drops it
+    x = {"text": ModalityTensor(t, torch.ones(1, 4, dtype=torch.bool)),
+         "audio": ModalityTensor(a, torch.ones(1, 4, dtype=torch.bool))}
+    f = torch.cat([t[0], a[0]], -1)[[0, 2, 3]]
+    got = model(x)
+    torch.testing.assert_close(got.prediction[0], head(model.head, lstm_run(model.encoder.lstm, f)), atol=1e-5,
+                               rtol=1e-4)
+    assert got.extras["fused_mask"].tolist() == [[True, True, True] + [False] * 17]
+    nomask = prepare(create_model("ef_lstm", {"text": 3, "audio": 2}, TASK, hidden_dim=3, fc_dim=4, dropout=0.0,
+                                  mask_zero_steps=False))
+    assert nomask(x).extras["fused_mask"][0].sum() == 4
+
+
+def cnn_ref(model, f):
+    x = f.T  # [D, L]
+    L = f.shape[0]
+    valid = [True] * L
+    for conv in model.convs:
+        W, bias = conv.weight, conv.bias
+        k = W.shape[2]
+        y = torch.stack(
+            [bias + sum(W[:, :, o] @ x[:, t + o - k // 2] for o in range(k) if 0 <= t + o - k // 2 < x.shape[1])
+             for t in range(x.shape[1])], 1)
+        y = torch.relu(y)
+        pooled, pv = [], []
+        for s in range(0, y.shape[1], 2):
+            cols = [y[:, j] for j in range(s, min(s + 2, y.shape[1])) if valid[j]]
+            pv.append(bool(cols))
+            pooled.append(torch.stack(cols, 1).max(1).values if cols else torch.zeros(y.shape[0]))
+        x, valid = torch.stack(pooled, 1), pv
+    return x, valid
+
+
+@pytest.mark.parametrize("readout", ["max", "flatten"])
+def test_cnn_equals_literal_blocks(readout):
+    torch.manual_seed(3)
+    model = prepare(create_model("ef_cnn", DIMS, TASK, channels=4, fc_dim=4, dropout=0.0, num_layers=2,
+                                 maxlen=5, readout=readout))
+    x = inputs(seed=4)
+    out = model(x).prediction
+    for b in range(2):
+        f = fuse(model, x, b)
+        feats, valid = cnn_ref(model, f)
+        if readout == "max":
+            summary = torch.stack([feats[:, j] for j in range(feats.shape[1]) if valid[j]], 1).max(1).values
+        else:
+            # flatten the fixed maxlen / 2 / 2 = 2 pooled steps (padded steps zero)
+            full = torch.zeros(4, 2)
+            full[:, : feats.shape[1]] = feats * torch.tensor(valid, dtype=feats.dtype)
+            summary = full.flatten()
+        torch.testing.assert_close(out[b], head(model.head, summary), atol=1e-5, rtol=1e-4)
+    assert model.head.net[0].in_features == (4 * 2 if readout == "flatten" else 4)
+
+
+def test_head_structure_and_batch_norm_in_training():
+    torch.manual_seed(4)
+    model = create_model("ef_blstm", DIMS, emotion_intensity_task(), hidden_dim=3, fc_dim=5, fc_layers=2,
+                         dropout=0.2)
+    kinds = [type(m).__name__ for m in model.head.net]
+    assert kinds == ["Linear", "SafeBatchNorm1d", "ReLU", "Dropout", "Linear", "SafeBatchNorm1d", "ReLU",
+                     "Dropout", "Linear"]
+    assert model.head.net[3].p == 0.2 and model.head.net[0].in_features == 6
+    nobn = create_model("ef_blstm", DIMS, emotion_intensity_task(), batch_norm=False)
+    assert not any("BatchNorm" in type(m).__name__ for m in nobn.head.net)
+    # training mode normalises the hidden layer with the batch's own statistics
+    model.train()
+    hidden = model.head.net[:2]
+    h = hidden(torch.randn(8, 6))
+    torch.testing.assert_close(h.mean(0), model.head.net[1].bias, atol=1e-5, rtol=0)
+    d = create_model("ef_lstm", DIMS, emotion_intensity_task())
+    assert d.fusion.maxlen == 20 and d.encoder.lstm.hidden_size == 64 and d.head.net[0].out_features == 100
+    assert d.fusion.truncating == "pre" and d.dropout == 0.1 and d.fusion.align_to == "text"
+
+
+def test_reference_axis_without_text_is_the_shortest_stream():
+    torch.manual_seed(5)
+    dims = {"audio": 2, "visual": 2}
+    model = prepare(create_model("ef_lstm", dims, TASK, hidden_dim=3, fc_dim=4, dropout=0.0))
+    x = {m: inputs(seed=6)[m] for m in dims}
+    out = model(x).prediction
+    for b in range(2):
+        L = min(LENGTHS["audio"][b], LENGTHS["visual"][b])
+        parts = [x[m][0][b, : LENGTHS[m][b]] for m in dims]
+        parts = [p if p.shape[0] == L else overlap_mean(p, L) for p in parts]
+        f = torch.cat(parts, -1)
+        torch.testing.assert_close(out[b], head(model.head, lstm_run(model.encoder.lstm, f)), atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_random_baseline_distribution():
+    model = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=3)
+    x = {m: ModalityTensor(torch.zeros(4000, 1, d), torch.ones(4000, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    p = model(x).prediction
+    counts = torch.bincount((p > 0).sum(1), minlength=7).float() / 4000
+    assert len(counts) == 7 and torch.all((counts - 1 / 7).abs() < 0.025)
+    vals = torch.unique(torch.round(p[p > 0] * 3))
+    assert vals.tolist() == list(range(1, 10)) and p.max() <= 3.0
+    model.reset()
+    assert torch.equal(model(x).prediction, p)
+    z = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=3, include_zero=True)(x).prediction
+    assert (z > 0).sum(1).float().mean() == pytest.approx(3 * 0.9, abs=0.1)
+    assert math.isclose(float((p > 0).sum(1).float().mean()), 3.0, abs_tol=0.1)
+
+
+def test_compact_keeps_the_order_of_real_steps():
+    from emofusion.models.early_fusion import compact
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 300, generator=g) < 0.6
+    values = torch.arange(300.0).view(1, 300, 1).expand(3, 300, 1).clone()
+    out, new_mask = compact(values, mask)
+    for b in range(3):
+        real = values[b, mask[b], 0]
+        n = int(mask[b].sum())
+        assert torch.equal(out[b, :n, 0], real) and bool(new_mask[b, :n].all()) and not new_mask[b, n:].any()
+        assert torch.all(out[b, n:] == 0)
+
+
+def test_overlap_resample_padded_targets_are_zero():
+    from emofusion.models.early_fusion import overlap_resample
+
+    v = torch.arange(1.0, 7.0).view(1, 6, 1)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    out = overlap_resample(v, mask, torch.tensor([3]), 5)
+    assert out[0, :3, 0].tolist() == [1.5, 3.5, 5.5] and out[0, 3:, 0].tolist() == [0.0, 0.0]

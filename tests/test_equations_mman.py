@@ -1,0 +1,199 @@
+"""Paper 004 §2 re-implemented literally per conversation and utterance: cLSTM blocks (stacked
+unidirectional LSTMs over the utterances, dense ReLU, linear), dense standardisation, the directional
+multi-modal attention (eq. 1-4: query of one modality, keys/values of all, scaled softmax), the skip
+connection, late fusion of the sub-networks' softmax outputs (MMAN) and cLSTM-LF."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model
+from emofusion.tasks import classification_task
+
+DIMS = {"audio": 4, "visual": 3, "text": 5}
+TASK = classification_task(("ang", "hap", "sad", "neu"))
+LENS = [5, 3]
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(6)[None] < torch.tensor(LENS)[:, None]
+    return {m: ModalityTensor(torch.randn(2, 6, d, generator=g), mask) for m, d in DIMS.items()}
+
+
+def sig(z):
+    return 1 / (1 + torch.exp(-z))
+
+
+def lstm_layer(lstm, xs, layer, suffix=""):
+    W, U = getattr(lstm, f"weight_ih_l{layer}{suffix}"), getattr(lstm, f"weight_hh_l{layer}{suffix}")
+    b = getattr(lstm, f"bias_ih_l{layer}{suffix}") + getattr(lstm, f"bias_hh_l{layer}{suffix}")
+    H = U.shape[1]
+    h, c, out = torch.zeros(H), torch.zeros(H), []
+    for x in xs:
+        z = W @ x + U @ h + b
+        c = sig(z[H : 2 * H]) * c + sig(z[:H]) * torch.tanh(z[2 * H : 3 * H])
+        h = sig(z[3 * H :]) * torch.tanh(c)
+        out.append(h)
+    return out
+
+
+def lin(layer, x):
+    return layer.weight @ x + (layer.bias if layer.bias is not None else 0)
+
+
+def clstm(block, xs):
+    lstm = block.encoder.lstm
+    for layer in range(lstm.num_layers):
+        fwd = lstm_layer(lstm, xs, layer)
+        if lstm.bidirectional:
+            bwd = lstm_layer(lstm, xs[::-1], layer, "_reverse")[::-1]
+            xs = [torch.cat([f, r]) for f, r in zip(fwd, bwd)]
+        else:
+            xs = fwd
+    out = []
+    for h in xs:
+        for mod in block.classifier:
+            if isinstance(mod, torch.nn.Linear):
+                h = lin(mod, h)
+            elif isinstance(mod, torch.nn.ReLU):
+                h = torch.relu(h)
+        out.append(h)
+    return out
+
+
+def mma_ref(net, x, b):
+    mods = list(DIMS)
+    L = LENS[b]
+    att = net.attention
+    fused_seq, weights = [], []
+    for t in range(L):
+        e = {m: torch.relu(lin(net.standardise[m][0], x[m][0][b, t])) for m in mods}
+        parts, w_t = [], []
+        for q in mods:
+            kp = att.key if att.shared_kv else att.key[q]
+            vp = att.value if att.shared_kv else att.value[q]
+            query = att.query[q].weight @ e[q]  # eq. 1
+            keys = [kp[m].weight @ e[m] for m in mods]  # eq. 2
+            vals = [vp[m].weight @ e[m] for m in mods]  # eq. 3
+            s = torch.stack([k @ query for k in keys]) / math.sqrt(att.d_k)
+            a = torch.exp(s) / torch.exp(s).sum()  # eq. 4
+            z = sum(a[i] * vals[i] for i in range(len(mods)))
+            w_t.append(a)
+            if net.skip == "residual":
+                parts.append(z + e[q])
+            elif net.skip == "concat":
+                parts += [z, e[q]]
+            else:
+                parts.append(z)
+        fused_seq.append(torch.cat(parts))
+        weights.append(torch.stack(w_t))
+    return clstm(net.clstm, fused_seq), weights
+
+
+SMALL_MMA = dict(d_model=4, hidden_dim=3, dense_dim=5, dropout=0.0)
+
+
+@pytest.mark.parametrize("opts", [{}, {"skip": "concat", "shared_kv": False, "d_k": 3}, {"skip": "none", "d_v": 2}],
+                         ids=["residual-shared", "concat-own-kv", "none"])
+def test_clstm_mma_equals_literal_equations(opts):
+    torch.manual_seed(0)
+    net = create_model("clstm_mma", DIMS, TASK, **SMALL_MMA, **opts).eval()
+    x = inputs()
+    out = net(x)
+    for b in range(2):
+        ref, w = mma_ref(net, x, b)
+        torch.testing.assert_close(out.prediction[b, : LENS[b]], torch.stack(ref), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(out.extras["attention"][b, : LENS[b]], torch.stack(w), atol=1e-5, rtol=1e-4)
+        assert torch.all(out.prediction[b, LENS[b] :] == 0) and torch.all(out.extras["attention"][b, LENS[b] :] == 0)
+
+
+def test_unimodal_and_early_fusion_clstm_literal():
+    torch.manual_seed(1)
+    x = inputs(1)
+    uni = create_model("clstm_unimodal", DIMS, TASK, modality="visual", hidden_dim=3, dense_dim=4,
+                       dropout=0.0).eval()
+    ef = create_model("clstm_ef", DIMS, TASK, hidden_dim=3, dense_dim=0, dropout=0.0, bidirectional=True).eval()
+    assert uni.clstm.encoder.lstm.num_layers == 2 and not uni.clstm.encoder.lstm.bidirectional
+    pu, pe = uni(x).prediction, ef(x).prediction
+    for b in range(2):
+        L = LENS[b]
+        ref = clstm(uni.clstm, [x["visual"][0][b, t] for t in range(L)])
+        torch.testing.assert_close(pu[b, :L], torch.stack(ref), atol=1e-5, rtol=1e-4)
+        cat = [torch.cat([x[m][0][b, t] for m in DIMS]) for t in range(L)]
+        torch.testing.assert_close(pe[b, :L], torch.stack(clstm(ef.clstm, cat)), atol=1e-5, rtol=1e-4)
+    # unidirectional context: utterance 0's prediction ignores later utterances
+    y = dict(x)
+    v = x["visual"][0].clone()
+    v[:, 2:] += 5.0
+    y["visual"] = ModalityTensor(v, x["visual"][1])
+    assert torch.allclose(uni(y).prediction[:, :2], pu[:, :2]) and not torch.allclose(uni(y).prediction, pu)
+
+
+@pytest.mark.parametrize("fuse_input", ["probs", "logits"])
+def test_mman_late_fusion_literal(fuse_input):
+    torch.manual_seed(2)
+    net = create_model("mman", DIMS, TASK, mma=SMALL_MMA, unimodal=dict(hidden_dim=3, dense_dim=4, dropout=0.0),
+                       fuse_input=fuse_input).eval()
+    x = inputs(2)
+    out = net(x)
+    for b in range(2):
+        L = LENS[b]
+        mma, _ = mma_ref(net.subnets["mma"], x, b)
+        subs = [mma] + [clstm(net.subnets[m].clstm, [x[m][0][b, t] for t in range(L)]) for m in DIMS]
+        for t in range(L):
+            parts = [s[t] if fuse_input == "logits" else torch.softmax(s[t], 0) for s in subs]
+            torch.testing.assert_close(out.prediction[b, t], lin(net.fusion, torch.cat(parts)), atol=1e-5, rtol=1e-4)
+        assert torch.all(out.prediction[b, L:] == 0)
+    assert list(net.subnets) == ["mma", *DIMS] and net.fusion.in_features == 4 * 4
+
+
+def test_clstm_lf_literal():
+    torch.manual_seed(3)
+    net = create_model("clstm_lf", DIMS, TASK, unimodal=dict(hidden_dim=3, dense_dim=4, dropout=0.0),
+                       hidden_dim=3).eval()
+    x = inputs(3)
+    out = net(x)
+    for b in range(2):
+        L = LENS[b]
+        subs = [clstm(net.subnets[m].clstm, [x[m][0][b, t] for t in range(L)]) for m in DIMS]
+        probs = [torch.cat([torch.softmax(s[t], 0) for s in subs]) for t in range(L)]
+        torch.testing.assert_close(out.prediction[b, :L], torch.stack(clstm(net.fusion, probs)), atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_defaults_are_the_papers():
+    m = create_model("clstm_mma", DIMS, TASK)
+    assert m.skip == "residual" and m.attention.shared_kv and m.clstm.encoder.lstm.num_layers == 1
+    assert not m.clstm.encoder.lstm.bidirectional and m.attention.d_k == 32
+    u = create_model("clstm_unimodal", DIMS, TASK, modality="text")
+    assert u.clstm.encoder.lstm.num_layers == 2 and u.clstm.encoder.lstm.hidden_size == 64
+    mm = create_model("mman", DIMS, TASK)
+    assert mm.fuse_input == "probs" and mm.stage == "joint"
+
+
+def test_context_lstm_dropout_acts_in_training_only():
+    from emofusion.models.mman import ContextLSTM
+
+    torch.manual_seed(4)
+    block = ContextLSTM(5, 4, 1, 3, dense_dim=0, dropout=0.5).train()
+    x = torch.randn(2, 6, 5)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert not torch.allclose(block(x, mask), block(x, mask))  # dropout on the LSTM outputs
+    block.eval()
+    assert torch.allclose(block(x, mask), block(x, mask))
+
+
+def test_attention_sizes_follow_the_options():
+    net = create_model("clstm_mma", DIMS, TASK, d_model=4, d_k=3, d_v=2, skip="none")
+    assert net.attention.query["audio"].out_features == 3 and net.attention.d_k == 3
+    assert net.attention.value["text"].out_features == 2
+
+
+def test_standardisation_layers_are_registered():
+    net = create_model("clstm_mma", DIMS, TASK, d_model=4)
+    assert {"standardise.audio.0.weight", "standardise.text.0.bias"} <= set(net.state_dict())

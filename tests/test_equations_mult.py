@@ -1,0 +1,235 @@
+"""MulT (Tsai et al. 2019) against a literal re-statement of its reference implementation's forward pass
+(yaohungt/Multimodal-Transformer: src/models.py, modules/transformer.py, modules/position_embedding.py),
+per sample on real steps, and its parameter count at the reference's MOSEI settings by an independent
+formula."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from emofusion.data.batch import ModalityTensor
+from emofusion.models import create_model
+from emofusion.tasks import classification_task, sentiment_task
+
+DIMS = {"text": 5, "audio": 4, "visual": 3}
+LENGTHS = {"text": [4, 2], "audio": [6, 5], "visual": [3, 7]}
+TASK = classification_task(("a", "b", "c"))
+SMALL = dict(d_model=6, num_heads=2, cross_layers=2, kernel_size=3)
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in LENGTHS.items():
+        steps = max(lens) + 1
+        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
+        out[m] = ModalityTensor(torch.randn(2, steps, DIMS[m], generator=g), mask)
+    return out
+
+
+def positions(n, d, offset=1):
+    """fairseq/tensor2tensor sinusoids, position numbers offset, offset + 1, ...; sin half then cos half."""
+    half = d // 2
+    rows = []
+    for p in range(offset, offset + n):
+        f = [math.exp(-math.log(10000) * i / (half - 1)) for i in range(half)]
+        row = [math.sin(p * x) for x in f] + [math.cos(p * x) for x in f] + ([0.0] if d % 2 else [])
+        rows.append(row)
+    return torch.tensor(rows)
+
+
+def ln(mod, x):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + mod.eps) * mod.weight + mod.bias
+
+
+def mha(att, q, k, v, allowed):
+    H, dk = att.num_heads, att.head_dim
+    Q = q @ att.q_proj.weight.T + att.q_proj.bias
+    K = k @ att.k_proj.weight.T + att.k_proj.bias
+    V = v @ att.v_proj.weight.T + att.v_proj.bias
+    heads = []
+    for h in range(H):
+        s = Q[:, h * dk : (h + 1) * dk] @ K[:, h * dk : (h + 1) * dk].T / math.sqrt(dk)
+        s = s.masked_fill(~allowed, float("-inf"))
+        heads.append(torch.softmax(s, -1) @ V[:, h * dk : (h + 1) * dk])
+    return torch.cat(heads, -1) @ att.out_proj.weight.T + att.out_proj.bias
+
+
+def stack(enc, x, kv=None, future=True, shared=True, literal=False):
+    lq = x.shape[0]
+    lk = lq if kv is None else kv.shape[0]
+    i = torch.arange(lq)[:, None]
+    j = torch.arange(lk)[None]
+    allowed = j <= i + abs(lk - lq) if future else torch.ones(lq, lk, dtype=torch.bool)
+    for layer in enc.layers:
+        q = ln(layer.norm_q, x)
+        if kv is None:
+            k = q
+        else:
+            k = ln(layer.norm_q if shared else layer.norm_kv, kv)  # reference: layer_norms[0] for k and v
+        a = mha(layer.attn, q, k, k, allowed)
+        x = (q if literal else x) + a
+        h = ln(layer.norm_ff, x)
+        f = torch.relu(h @ layer.ff[0].weight.T + layer.ff[0].bias) @ layer.ff[3].weight.T + layer.ff[3].bias
+        x = (h if literal else x) + f
+    return ln(enc.norm, x)
+
+
+def conv(c, x):
+    W = c.conv.weight
+    k = W.shape[2]
+    out = []
+    for t in range(x.shape[0]):
+        acc = torch.zeros(W.shape[0])
+        for o in range(k):
+            s = t + o - k // 2
+            if 0 <= s < x.shape[0]:
+                acc = acc + W[:, :, o] @ x[s]
+        out.append(acc)
+    return torch.stack(out)
+
+
+def reference(model, x, future=True, shared=True, reembed=True, offset=1, literal=False, pooling="last"):
+    d = model.d_model
+    mods = list(DIMS)
+    preds = []
+    for b in range(2):
+        z0 = {}
+        for m in mods:
+            L = LENGTHS[m][b]
+            z0[m] = math.sqrt(d) * conv(model.proj[m], x[m][0][b, :L]) + positions(L, d, offset)
+        lasts = []
+        for t in mods:
+            parts = [
+                stack(model.cross[f"{s}->{t}"], z0[t], z0[s], future, shared, literal) for s in mods if s != t
+            ]
+            h = torch.cat(parts, -1)
+            if reembed:
+                h = math.sqrt(2 * d) * h + positions(h.shape[0], 2 * d, offset)
+            h = stack(model.memory[t], h, None, future, shared, literal)
+            lasts.append(h[-1] if pooling == "last" else h.mean(0))
+        last = torch.cat(lasts)
+        p1, p2 = model.proj1, model.proj2
+        proj = torch.relu(last @ p1.weight.T + p1.bias) @ p2.weight.T + p2.bias + last
+        preds.append(proj @ model.out_layer.weight.T + model.out_layer.bias)
+    return torch.stack(preds)
+
+
+CASES = {
+    "reference": {},
+    "no-future": {"future": False},
+    "own-kv-norm": {"shared_kv_norm": False},
+    "no-reembed-pos0": {"reembed": False, "position_offset": 0},
+    "literal-residual-mean": {"literal_residual": True, "pooling": "mean"},
+}
+KEYS = {"future": "future", "shared_kv_norm": "shared", "reembed": "reembed", "position_offset": "offset",
+        "literal_residual": "literal", "pooling": "pooling"}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_equals_reference_statement(name):
+    opts = CASES[name]
+    torch.manual_seed(7)
+    model = create_model("mult", DIMS, TASK, **SMALL, **opts).eval()
+    x = inputs()
+    got = model(x).prediction
+    want = reference(model, x, **{KEYS[k]: v for k, v in opts.items()})
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def layer_params(d):
+    attn = 4 * d * d + 4 * d  # in_proj (3d x d + 3d) + out_proj (d x d + d)
+    ffn = d * 4 * d + 4 * d + 4 * d * d + d
+    return attn + ffn + 2 * 2 * d  # two LayerNorms (the query's one also normalises keys/values)
+
+
+def test_parameter_count_at_the_reference_mosei_settings():
+    dims = {"text": 300, "audio": 74, "visual": 35}
+    d, layers, out = 30, 5, 1
+    conv_ = (300 + 74 + 35) * d  # kernel 1, no bias
+    cross = 6 * (layers * layer_params(d) + 2 * d)  # six directions, final LayerNorm each
+    memory = 3 * (max(layers, 3) * layer_params(2 * d) + 2 * 2 * d)
+    combined = 3 * 2 * d
+    head = 2 * (combined * combined + combined) + combined * out + out
+    expected = conv_ + cross + memory + head
+    model = create_model("mult", dims, sentiment_task())
+    assert model.num_parameters() == expected == 1_073_731
+    assert model.self_layers == 5 and len(model.memory["text"].layers) == 5 and len(model.cross["audio->text"].layers) == 5
+    # options that change the count by a known amount
+    own = create_model("mult", dims, sentiment_task(), shared_kv_norm=False)
+    assert own.num_parameters() - expected == 6 * layers * 2 * d
+    three = create_model("mult", dims, sentiment_task(), self_layers=3)
+    assert expected - three.num_parameters() == 3 * 2 * layer_params(2 * d)
+
+
+def test_defaults_dropouts_and_init():
+    torch.manual_seed(0)
+    model = create_model("mult", DIMS, TASK)
+    assert model.d_model == 30 and model.cross["text->audio"].layers[0].attn.num_heads == 5
+    p = {n: layer.attn.dropout for n, enc in model.cross.items() for layer in enc.layers[:1]}
+    assert p == {"audio->text": 0.0, "visual->text": 0.0, "text->audio": 0.1, "visual->audio": 0.0,
+                 "text->visual": 0.1, "audio->visual": 0.0}  # by key (source) modality, as the reference
+    assert model.memory["text"].layers[0].attn.dropout == 0.1
+    assert model.text_dropout.p == 0.25 and model.embed_dropout.p == 0.25
+    assert model.cross["text->audio"].layers[0].res_dropout.p == 0.1
+    assert model.cross["text->audio"].layers[0].ff[2].p == 0.1 and model.out_dropout.p == 0.0
+    assert model.proj["text"].conv.bias is None and model.proj["text"].conv.kernel_size == (1,)
+    assert model.cross["text->audio"].future and model.memory["text"].future
+    layer = model.memory["audio"].layers[1]
+    d = 60
+    bound = math.sqrt(6 / (d + 3 * d))
+    for lin in (layer.attn.q_proj, layer.attn.k_proj, layer.attn.v_proj):
+        assert lin.weight.abs().max() <= bound and lin.weight.abs().max() > 0.9 * bound
+        assert torch.all(lin.bias == 0)
+    ff_bound = math.sqrt(6 / (d + 4 * d))
+    assert layer.ff[0].weight.abs().max() <= ff_bound and layer.ff[0].weight.abs().max() > 0.9 * ff_bound
+    assert torch.all(layer.ff[3].bias == 0) and torch.all(layer.attn.out_proj.bias == 0)
+    assert layer.attn.out_proj.weight.abs().max() > 0.9 * math.sqrt(6 / (2 * d))
+    torch.manual_seed(0)
+    plain = create_model("mult", DIMS, TASK, init="torch")
+    assert not torch.all(plain.memory["audio"].layers[1].attn.q_proj.bias == 0)
+    with pytest.raises(ValueError):
+        create_model("mult", DIMS, TASK, init="normal")
+    with pytest.raises(ValueError):
+        create_model("mult", DIMS, TASK, position_offset=2)
+
+
+def test_text_input_dropout_only_on_text():
+    torch.manual_seed(1)
+    zero = dict(relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, attn_dropout=0.0, out_dropout=0.0)
+    model = create_model("mult", DIMS, TASK, **SMALL, **zero, text_dropout=0.5).train()
+    x = inputs()
+    a = model(x).prediction
+    assert not torch.allclose(a, model(x).prediction)  # the text input is dropped out in training
+    det = create_model("mult", DIMS, TASK, **SMALL, **zero).train()
+    assert det.text_dropout.p == 0.0
+    assert torch.allclose(det(x).prediction, det(x).prediction)
+    model.eval()
+    assert torch.allclose(model(x).prediction, model(x).prediction)
+
+
+def test_future_mask_per_sample_lengths():
+    from emofusion.models.mult import future_mask
+
+    q = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    k = torch.tensor([[True, True, True, True, True], [True, True, True, False, False]])
+    m = future_mask(q, k)
+    assert m.shape == (2, 1, 4, 5)
+    # sample 0: |5 - 3| = 2 -> key j allowed up to i + 2; sample 1: |3 - 2| = 1
+    assert m[0, 0, 0].tolist() == [True, True, True, False, False]
+    assert m[1, 0, 0].tolist() == [True, True, False, False, False]
+    assert m[1, 0, 1].tolist() == [True, True, True, False, False]
+
+
+def test_self_attention_depth_rule():
+    for cross, want in ((1, 3), (2, 3), (3, 3), (4, 4), (6, 6)):
+        m = create_model("mult", DIMS, TASK, d_model=6, num_heads=2, cross_layers=cross)
+        assert m.self_layers == want and len(m.memory["text"].layers) == want  # max(layers, 3)
+    assert create_model("mult", DIMS, TASK, d_model=6, num_heads=2, self_layers=2).self_layers == 2
+    k = create_model("mult", DIMS, TASK, d_model=6, num_heads=2, kernel_size={"text": 3, "audio": 1, "visual": 5})
+    assert [k.proj[m].conv.kernel_size[0] for m in DIMS] == [3, 1, 5]
