@@ -88,3 +88,19 @@ def test_a_model_with_a_frontend_equals_the_model_on_pooled_inputs(name):
         for m, (v, mask) in inputs.items():
             assert a.extras["attention"][m].shape[-1] == v.shape[1]
             torch.testing.assert_close(a.extras["attention"][m].sum(-1), b.extras["attention"][m].sum(-1))
+
+
+def test_sequence_encoder_runs_in_fp32_under_bf16_autocast():
+    """bf16-mixed training: the fused CPU LSTM has no bf16 kernel, so the encoder runs it in fp32 (same result)."""
+    from emofusion.models.layers import SequenceEncoder
+
+    torch.manual_seed(0)
+    enc = SequenceEncoder(5, 4, 1, True)
+    x = torch.randn(3, 9, 5)
+    mask = torch.arange(9)[None] < torch.tensor([9, 4, 1])[:, None]
+    ref, ref_final = enc(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, final = enc(x.to(torch.bfloat16), mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)  # input rounded to bf16 only
+    torch.testing.assert_close(final, ref_final, rtol=2e-2, atol=2e-2)

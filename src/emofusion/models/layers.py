@@ -79,6 +79,11 @@ class SequenceEncoder(nn.Module):
         return out
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_autocast_enabled(values.device.type):
+            # the fused CPU LSTM kernel has no bf16 primitive in this torch build ("could not create a primitive
+            # descriptor"): under bf16-mixed the recurrence runs in fp32, everything around it in bf16
+            with torch.autocast(values.device.type, enabled=False):
+                return self.forward(values.float(), mask)
         batch, steps, _ = values.shape
         lengths = mask.sum(1)
         nonempty = lengths > 0
