@@ -453,7 +453,7 @@ def plot(results: dict, out_dir: Path) -> None:
 
 # ---------------------------------------------------------------- the one-command report (--report)
 
-REPORT_MODELS = ["early_fusion_lstm", "late_fusion", "tfn", "lmf", "mfn", "mult", "rrnn", "rmfn"]
+REPORT_MODELS = ["mult", "rrnn", "early_fusion_lstm", "tfn", "lmf", "mfn", "late_fusion", "rmfn"]
 ACCURACY_MODELS = ["early_fusion_lstm", "tfn", "lmf", "mfn", "rrnn"]
 QUICK_ACCURACY_MODELS = ["early_fusion_lstm", "lmf", "rrnn"]
 MMMO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mfn_h5" / "mmmo"
@@ -506,6 +506,17 @@ def report(args) -> int:
            "repeats": repeats, "quick": quick, "matmul_gflops": matmul_gflops(clock=time.thread_time)}
     mm = med(res["matmul_gflops"])
     py = sys.executable
+    import threading
+
+    lock = threading.Lock()
+    res.update(epochs={"n_train": 0, "n_val": 0, "rows": []}, mult={}, models=[], accuracy=[], finished=False)
+
+    def save():
+        """Write what is measured so far (an interrupted report keeps its finished rows)."""
+        with lock:
+            res["load_end"], res["wall_s"] = loadavg(), time.perf_counter() - started
+            (out / "report.json").write_text(json.dumps(res, indent=1))
+            (out / "report.md").write_text(render_report(res))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPEED_REPORT_QUICK": "1" if quick else "0"}
 
     def sub(flag, value, extra=(), timeout=args.timeout):
@@ -536,11 +547,14 @@ def report(args) -> int:
                 row[side] = {"cpu": med([x["epoch_cpu_s"] for x in ok]), "wall": med([x["epoch_wall_s"] for x in ok]),
                              "errors": [x["error"] for x in runs[side] if "error" in x]}
             epochs.append(row)
+            res["epochs"] = {"n_train": n_train, "n_val": n_val, "rows": epochs}
+            save()
             print(f"[report] epoch {name}: MMSA {row['mmsa']['cpu']:.1f} CPU s, emofusion {row['emofusion']['cpu']:.1f} "
                   f"CPU s (load {loadavg()})", flush=True)
         res["epochs"] = {"n_train": n_train, "n_val": n_val, "rows": epochs}
 
     def section_mult():
+        res["mult_train_flops"] = sub("--flops-worker", "mult:unaligned_mosei").get("train_flops_per_sample")
         # 2. MulT at 50/500/375 under both allocator settings
         mult = {}
         steps = 1 if quick else 4
@@ -554,10 +568,11 @@ def report(args) -> int:
                 ok = [x for x in runs[side] if "train" in x]
                 row[side] = {k: med([x[k] for x in ok]) for k in ("train", "infer", "train_cpu", "infer_cpu", "peak_rss_mb")}
             mult[alloc] = row
+            res["mult"] = mult
+            save()
             print(f"[report] MulT 50/500/375 {alloc}: MMSA {row['mmsa']['train_cpu']:.2f}, emofusion "
                   f"{row['emofusion']['train_cpu']:.2f} train samples/CPU-s (load {loadavg()})", flush=True)
         res["mult"] = mult
-        res["mult_train_flops"] = sub("--flops-worker", "mult:unaligned_mosei").get("train_flops_per_sample")
 
     def section_models():
         # 3. per model: training fraction of the matmul rate, bf16 vs fp32 throughput, scaling
@@ -570,6 +585,8 @@ def report(args) -> int:
                 if "scaling" in sc:
                     rec["scaling"] = sc["scaling"]
             models.append(rec)
+            res["models"] = models
+            save()
             print(f"[report] model {name}: {rec.get('error') or 'ok'} (load {loadavg()})", flush=True)
         res["models"] = models
 
@@ -601,6 +618,8 @@ def report(args) -> int:
 
         for pair in specs:
             acc.extend(one_pair(pair))
+            res["accuracy"] = acc
+            save()
         res["accuracy"] = acc
     # the sections are independent: with --jobs > 1 they run concurrently (each keeps its own A/B alternation;
     # CPU-time ratios are unaffected by how many processes share the cores)
@@ -611,6 +630,7 @@ def report(args) -> int:
         for f in [pool.submit(fn) for fn in sections]:
             f.result()
     res["matmul_gflops"] += matmul_gflops(clock=time.thread_time)
+    res["finished"] = True
     res["load_end"] = loadavg()
     res["wall_s"] = time.perf_counter() - started
     (out / "report.json").write_text(json.dumps(res, indent=1))
@@ -632,6 +652,8 @@ def write_docs(md: str, out: Path, docs: Path) -> None:
     import shutil
 
     text = docs.read_text()
+    # one heading level down: the section sits inside the page's "Side by side with MMSA" section
+    md = "\n".join("#" + line if line.startswith("#") else line for line in md.split("\n"))
     block = f"{DOCS_START}\n{md}{DOCS_END}"
     if DOCS_START in text and DOCS_END in text:
         head, rest = text.split(DOCS_START, 1)
@@ -670,7 +692,8 @@ def render_report(res: dict) -> str:
         "",
         f"Command: `{res['command']}` ({'quick' if res['quick'] else 'full'} size, {res['repeats']} repeats per "
         f"figure, sides alternating; {res['wall_s'] / 60:.0f} min wall). One thread per process. Load average "
-        f"(1/5/15 min) at start {res['load_start']}, at end {res['load_end']} on 2 cores shared with other jobs: "
+        f"(1/5/15 min) at start {res['load_start']}, at end {res['load_end']} on 2 cores shared with other jobs"
+        + ("" if res.get("finished", True) else " (**interrupted**: only the rows below were measured)") + ": "
         "wall-clock figures are depressed by the contention, so ratios are given on **CPU time** (process CPU "
         "seconds, which other jobs do not inflate except through shared caches), with wall time beside them. "
         f"Matmul reference: {mm:.1f} GFLOP/s per CPU second (1024x1024 fp32 `torch.mm`, one thread; runs "
