@@ -635,7 +635,7 @@ def report(args) -> int:
     res["wall_s"] = time.perf_counter() - started
     (out / "report.json").write_text(json.dumps(res, indent=1))
     if args.scaling:
-        plot({"models": models}, out)
+        plot({"models": res["models"]}, out)
     md = render_report(res)
     (out / "report.md").write_text(md)
     print(md)
