@@ -254,18 +254,20 @@ def worker(side: str, name: str, setting: str, batch: int, steps: int) -> dict:
         opt.step()
 
     step()  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     train = batch * steps / (time.perf_counter() - t0)
+    train_cpu = batch * steps / (time.process_time() - c0)
     peak = rss_mb() - base
     model.eval()
     with torch.no_grad():
         forward(x)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             forward(x)
         infer = batch * steps / (time.perf_counter() - t0)
+        infer_cpu = batch * steps / (time.process_time() - c0)
     return {
         "side": side,
         "name": name,
@@ -273,6 +275,8 @@ def worker(side: str, name: str, setting: str, batch: int, steps: int) -> dict:
         "params": params,
         "train": train,
         "infer": infer,
+        "train_cpu": train_cpu,  # samples per CPU second: robust to other jobs sharing the cores
+        "infer_cpu": infer_cpu,
         "peak_rss_mb": peak,
         "baseline_rss_mb": base,
         "torch": torch.__version__,
@@ -280,10 +284,135 @@ def worker(side: str, name: str, setting: str, batch: int, steps: int) -> dict:
     }
 
 
+# glibc malloc settings: "default" (dynamic mmap threshold, freed memory returned) or "raised" (large blocks
+# served from the heap and kept: MMSA's MulT allocates and frees GBs of attention tensors per step)
+ALLOCATORS = {
+    "default": {},
+    "raised": {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)},
+}
+
+
+def allocator_label(name: str) -> str:
+    env = ALLOCATORS[name]
+    return "glibc default" if not env else "glibc " + ", ".join(f"{k}={v}" for k, v in env.items())
+
+
+# epoch pairs: MMSA's fixed padding (the setting) vs emofusion's length-bucketed loader on the same samples
+EPOCH_PAIRS = [
+    ("ef_lstm", "aligned50"),
+    ("lf_dnn", "averaged"),
+    ("tfn", "averaged"),
+    ("lmf", "averaged"),
+    ("mfn", "aligned50"),
+    ("mult", "unaligned_mosei"),
+]
+
+
+def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n_val: int) -> dict:
+    """One whole epoch (data loading + training) plus a validation pass, on MOSEI-like variable lengths.
+
+    Samples come from the synthetic generator (text 8-40 words, audio ~10 frames a word, visual ~3; word-aligned
+    for the aligned settings). emofusion: its own loader (``LengthBucketBatchSampler`` + ``Collator``, padding to
+    each batch's longest sample). MMSA: its layout, every sample padded (or cut) to the setting's fixed lengths
+    (50 aligned; 50/500/375 unaligned; audio/visual averaged over time for LF_DNN/TFN/LMF, as MMSA's loader
+    does), served by a DataLoader over per-sample tensors as MMSA's ``MMDataset`` does.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    from emofusion.data import load_dataset
+
+    aligned = setting == "aligned50"
+    bundle = load_dataset("synthetic:aligned" if aligned else "synthetic", n_train=n_train, n_val=n_val,
+                          n_test=1, seed=0)
+    model, forward = (build_mmsa if side == "mmsa" else build_emofusion)(name, setting)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def clean(x):
+        return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+    splits = {"train": bundle.train, "val": bundle.val}
+    if side == "mmsa":
+        lengths = SETTINGS[setting]
+        arrays = {}
+        for split, ds in splits.items():
+            out = {}
+            for m in ("text", "audio", "visual"):
+                rows = []
+                for i in range(len(ds)):
+                    x = clean(ds.raw(i).features[m])
+                    if lengths[m] == 1:  # MMSA's loader averages audio/visual for these models
+                        x = x.mean(0, keepdims=True)
+                    x = x[: lengths[m]]
+                    rows.append(np.pad(x, ((0, lengths[m] - len(x)), (0, 0))))
+                out[m] = np.stack(rows)
+            out["y"] = np.stack([np.asarray(ds.raw(i).label, dtype=np.float32)[:1] for i in range(len(ds))])
+            arrays[split] = out
+
+        class MMDatasetLike(Dataset):
+            def __init__(self, a):
+                self.a = a
+
+            def __len__(self):
+                return len(self.a["y"])
+
+            def __getitem__(self, i):
+                return {k: torch.Tensor(v[i]) for k, v in self.a.items()}
+
+        def loader(split, shuffle):
+            for b in DataLoader(MMDatasetLike(arrays[split]), batch_size=batch, shuffle=shuffle):
+                yield {m: b[m] for m in ("text", "audio", "visual")}, b["y"]
+
+        run = forward
+    else:
+        from emofusion.data.batch import ModalityTensor
+        from emofusion.data.collate import Collator, LengthBucketBatchSampler
+
+        collate = Collator(sequence_labels=False)
+
+        def loader(split, shuffle):
+            ds = splits[split]
+            sampler = LengthBucketBatchSampler(ds.lengths(), batch, shuffle=shuffle, seed=0, bucket=True)
+            for idx in sampler:
+                samples = [ds.raw(i) for i in idx]
+                for smp in samples:
+                    smp.features = {m: clean(v) for m, v in smp.features.items()}
+                b = collate(samples)
+                yield b.inputs, b.labels[:, :1]
+
+        def run(inputs):
+            out = model({m: ModalityTensor(v, mask) for m, (v, mask) in inputs.items()})
+            return out.prediction
+
+    # warm-up step outside the timing (first-call allocations)
+    inputs, y = next(iter(loader("train", False)))
+    (run(inputs).view(-1) - y.view(-1)).abs().mean().backward()
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.train()
+    for inputs, y in loader("train", True):
+        opt.zero_grad(set_to_none=True)
+        loss = (run(inputs).view(-1) - y.view(-1)).abs().mean()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        for inputs, y in loader("val", False):
+            run(inputs)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    steps = {m: float(np.mean([bundle.train.raw(i).length(m) for i in range(len(bundle.train))]))
+             for m in ("text", "audio", "visual")}
+    return {"side": side, "name": name, "setting": setting, "n_train": n_train, "n_val": n_val,
+            "epoch_wall_s": wall, "epoch_cpu_s": cpu, "mean_steps": steps, "peak_rss_mb": rss_mb()}
+
+
 def run_worker(
-    python: str, side: str, name: str, setting: str, batch: int, steps: int, timeout: float
+    python: str, side: str, name: str, setting: str, batch: int, steps: int, timeout: float,
+    allocator: str = "default", epoch: tuple[int, int] | None = None,
 ) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **ALLOCATORS[allocator]}
     if side == "emofusion":
         env["PYTHONPATH"] = (
             str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -302,6 +431,10 @@ def run_worker(
         "--steps",
         str(steps),
     ]
+    if epoch:
+        cmd += ["--epoch-worker", f"{epoch[0]},{epoch[1]}"]
+    if side == "mmsa" and "PYTHONPATH" not in env:  # the epoch worker reads emofusion's synthetic data
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -321,7 +454,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--from-logs", nargs="+", default=None, help="rebuild the table from the [mmsa] lines of logs"
     )
-    p.add_argument("--mmsa-python", default="/tmp/venv_mmsa/bin/python")
+    p.add_argument("--mmsa-python", default=sys.executable, help="a Python with mmsa==2.2.1 (default: this one)")
     p.add_argument("--emofusion-python", default=sys.executable)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=None)
@@ -334,12 +467,17 @@ def main(argv=None) -> int:
     p.add_argument("--worker", choices=["mmsa", "emofusion"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--setting", help=argparse.SUPPRESS)
+    p.add_argument("--epoch-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.from_logs:
         return from_logs(args)
     if args.worker:
         try:
-            rec = worker(args.worker, args.model, args.setting, args.batch, args.steps or 3)
+            if args.epoch_worker:
+                n_train, n_val = (int(x) for x in args.epoch_worker.split(","))
+                rec = epoch_worker(args.worker, args.model, args.setting, args.batch, n_train, n_val)
+            else:
+                rec = worker(args.worker, args.model, args.setting, args.batch, args.steps or 3)
         except Exception as err:  # noqa: BLE001 - reported in the table
             rec = {"error": f"{type(err).__name__}: {err}"}
         print("RESULT " + json.dumps(rec))

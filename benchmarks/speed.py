@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 # models that need an option to run at all, or another dataset
 MODEL_OPTIONS = {"unimodal_lstm": {"modality": "text"}, "clstm_unimodal": {"modality": "text"}}
-SCALING_LENGTHS = [50, 100, 200, 500, 1000]
+SCALING_LENGTHS = [125, 250, 500, 1000]  # audio frames; visual runs at 3/4 of it (MOSEI's 375 per 500)
 
 
 def rss_mb() -> float:
@@ -144,19 +144,45 @@ def task_loss(task, output, batch):
 # ---------------------------------------------------------------- timing
 
 
+def _train_step(model, task, opt, bf16: bool = False):
+    def step(b):
+        opt.zero_grad(set_to_none=True)
+        # bf16-mixed as Lightning's precision="bf16-mixed" runs it on CPU: autocast forward, fp32 weights
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(b.inputs)
+            loss = task_loss(task, out, b) + sum(out.aux_losses.values(), torch.zeros(()))
+        loss.float().backward()
+        opt.step()
+
+    return step
+
+
 def time_training(model, task, batches, repeats: int) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     model.train()
-
-    def step(b):
-        opt.zero_grad(set_to_none=True)
-        out = model(b.inputs)
-        loss = task_loss(task, out, b) + sum(out.aux_losses.values(), torch.zeros(()))
-        loss.backward()
-        opt.step()
-
+    step = _train_step(model, task, opt)
     step(batches[0])  # warm-up
     return _rates(step, batches, repeats)
+
+
+def time_training_fp32_bf16(model, task, batches, repeats: int) -> dict[str, list[float]]:
+    """Training samples per CPU second in fp32 and bf16-mixed, alternating the order over repeats."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    steps = {"fp32": _train_step(model, task, opt), "bf16": _train_step(model, task, opt, bf16=True)}
+    for step in steps.values():
+        try:
+            step(batches[0])  # warm-up
+        except Exception:  # noqa: BLE001 - reported by the timed calls
+            pass
+    out = {"fp32": [], "bf16": []}
+    for r in range(repeats):
+        for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
+            try:
+                out[name] += _rates(steps[name], batches, 1, clock=time.thread_time)
+            except Exception as err:  # noqa: BLE001 - an op without a bf16 CPU kernel: reported, fp32 kept
+                out[name + "_error"] = f"{type(err).__name__}: {err}"[:160]
+    return out
 
 
 def time_inference(model, batches, repeats: int) -> list[float]:
@@ -166,14 +192,14 @@ def time_inference(model, batches, repeats: int) -> list[float]:
         return _rates(lambda b: model(b.inputs), batches, repeats)
 
 
-def _rates(run, batches, repeats: int) -> list[float]:
-    """Samples/s of ``run`` over all batches, once per repeat."""
+def _rates(run, batches, repeats: int, clock=time.perf_counter) -> list[float]:
+    """Samples/s of ``run`` over all batches, once per repeat (``clock=time.thread_time``: per CPU second)."""
     rates = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for b in batches:
             run(b)
-        rates.append(sum(len(b) for b in batches) / (time.perf_counter() - t0))
+        rates.append(sum(len(b) for b in batches) / (clock() - t0))
     return rates
 
 
@@ -233,6 +259,10 @@ def worker(model_name: str, args) -> dict:
     rec["peak_train_rss_mb"] = rss_mb() - base
     rec["infer_samples_per_s"] = time_inference(model, batches, args.repeats)
     rec["latency_ms"] = latency_ms(model, bundle.test, args.latency_n)
+    try:
+        rec["train_cpu"] = time_training_fp32_bf16(model, bundle.task, batches, args.repeats)
+    except Exception as err:  # noqa: BLE001 - a model whose ops have no bf16 CPU kernel
+        rec["train_cpu_error"] = f"{type(err).__name__}: {err}"[:200]
     return rec
 
 
@@ -255,7 +285,7 @@ def scaling_worker(model_name: str, args) -> dict:
 
 
 def scaling(model_name, options, bundle, args) -> list[dict]:
-    """Training step time and running-max RSS vs audio length (text 20 steps, visual 60 steps, batch 8)."""
+    """Training step time and running-max RSS vs audio length (text 20 steps, visual 3/4 of audio, batch 8)."""
     from emofusion.data.batch import Batch
     from emofusion.models import create_model
 
@@ -266,7 +296,7 @@ def scaling(model_name, options, bundle, args) -> list[dict]:
     rows = []
     aligned = bundle.name.endswith("aligned")
     for length in SCALING_LENGTHS:
-        lengths = {"text": 20, "audio": length, "visual": 60}
+        lengths = {"text": 20, "audio": length, "visual": (3 * length) // 4}
         if aligned:  # word-aligned models need equal lengths: scale everything
             lengths = dict.fromkeys(lengths, length)
         inputs = synthetic_inputs(bundle.modality_dims, args.scaling_batch, lengths)
@@ -292,15 +322,15 @@ def scaling(model_name, options, bundle, args) -> list[dict]:
 # ---------------------------------------------------------------- process-level helpers
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> list[float]:
+def matmul_gflops(n: int = 1024, repeats: int = 5, clock=time.perf_counter) -> list[float]:
     torch.set_num_threads(1)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         a @ b
-        out.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        out.append(2 * n**3 / (clock() - t0) / 1e9)
     return out
 
 
@@ -421,6 +451,351 @@ def plot(results: dict, out_dir: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- the one-command report (--report)
+
+REPORT_MODELS = ["mult", "rrnn", "early_fusion_lstm", "tfn", "lmf", "mfn", "late_fusion", "rmfn"]
+ACCURACY_MODELS = ["early_fusion_lstm", "tfn", "lmf", "mfn", "rrnn"]
+QUICK_ACCURACY_MODELS = ["early_fusion_lstm", "lmf", "rrnn"]
+MMMO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mfn_h5" / "mmmo"
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def accuracy_worker(spec: str) -> dict:
+    """``model,precision,seed,dataset``: one real training run (``train_run``), test metrics and the trivial
+    baselines of the same split (train mean, all zero) in label space."""
+    import tempfile
+
+    from emofusion.training.config import RunConfig
+    from emofusion.training.run import train_run
+
+    model, precision, seed, dataset = spec.split(",", 3)
+    quick = os.environ.get("SPEED_REPORT_QUICK") == "1"
+    options = {"n_train": 240, "n_val": 60, "n_test": 80} if quick and dataset.startswith("synthetic") else {}
+    modalities = ["audio", "visual"] if dataset.startswith("mfn:") else None
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = RunConfig(model=model, dataset=dataset, seed=int(seed), max_epochs=2 if quick else 10,
+                        dataset_options=options, modalities=modalities, precision=precision, threads=1,
+                        progress=False, plots=False, output=tmp)
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = train_run(cfg)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    bundle = result.bundle
+    train_y = np.stack([bundle.train.raw(i).label for i in range(len(bundle.train))]).astype(np.float64)
+    test_y = np.stack([bundle.test.raw(i).label for i in range(len(bundle.test))]).astype(np.float64)
+    return {
+        "model": model, "precision": precision, "seed": int(seed), "dataset": dataset,
+        "test_mse": result.metrics["test"].get("mse"), "test_mae": result.metrics["test"].get("mae"),
+        "mean_mse": float(((test_y - train_y.mean(0)) ** 2).mean()), "zero_mse": float((test_y**2).mean()),
+        "cpu_s": cpu, "wall_s": wall,
+    }
+
+
+def report(args) -> int:
+    """Everything issue 17 asks for in one run; prints the sections and writes OUT/report.md (+ json, png)."""
+    import mmsa_compare as mc
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    repeats = args.repeats
+    started = time.perf_counter()
+    res = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "load_start": loadavg(),
+           "repeats": repeats, "quick": quick, "matmul_gflops": matmul_gflops(clock=time.thread_time)}
+    mm = med(res["matmul_gflops"])
+    py = sys.executable
+    import threading
+
+    lock = threading.Lock()
+    res.update(epochs={"n_train": 0, "n_val": 0, "rows": []}, mult={}, models=[], accuracy=[], finished=False)
+
+    def save():
+        """Write what is measured so far (an interrupted report keeps its finished rows)."""
+        with lock:
+            res["load_end"], res["wall_s"] = loadavg(), time.perf_counter() - started
+            (out / "report.json").write_text(json.dumps(res, indent=1))
+            (out / "report.md").write_text(render_report(res))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPEED_REPORT_QUICK": "1" if quick else "0"}
+
+    def sub(flag, value, extra=(), timeout=args.timeout):
+        try:
+            proc = subprocess.run([sys.executable, __file__, flag, value, *extra], env=env, capture_output=True,
+                                  text=True, timeout=timeout)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            return json.loads(line[-1][7:]) if line else {"error": (proc.stderr or "no output")[-300:]}
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f}s"}
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    def section_epochs():
+        # 1. epoch time on realistic lengths: emofusion's bucketed loader vs MMSA's fixed padding
+        n_train, n_val = (64, 32) if quick else (320, 96)
+        epochs = []
+        pairs = [p for p in mc.EPOCH_PAIRS if not args.pairs or p[0] in args.pairs.split(",")]
+        for name, setting in pairs:
+            runs = {"mmsa": [], "emofusion": []}
+            for r in range(repeats):
+                for side in (("mmsa", "emofusion") if r % 2 == 0 else ("emofusion", "mmsa")):
+                    runs[side].append(mc.run_worker(py, side, name, setting, 32, 1, args.timeout, "default",
+                                                    epoch=(n_train, n_val)))
+            row = {"case": name, "setting": setting, "emofusion_model": mc.EMOFUSION[name][0], "runs": runs}
+            for side in runs:
+                ok = [x for x in runs[side] if "epoch_cpu_s" in x]
+                row[side] = {"cpu": med([x["epoch_cpu_s"] for x in ok]), "wall": med([x["epoch_wall_s"] for x in ok]),
+                             "errors": [x["error"] for x in runs[side] if "error" in x]}
+            epochs.append(row)
+            res["epochs"] = {"n_train": n_train, "n_val": n_val, "rows": epochs}
+            save()
+            print(f"[report] epoch {name}: MMSA {row['mmsa']['cpu']:.1f} CPU s, emofusion {row['emofusion']['cpu']:.1f} "
+                  f"CPU s (load {loadavg()})", flush=True)
+        res["epochs"] = {"n_train": n_train, "n_val": n_val, "rows": epochs}
+
+    def section_mult():
+        res["mult_train_flops"] = sub("--flops-worker", "mult:unaligned_mosei").get("train_flops_per_sample")
+        # 2. MulT at 50/500/375 under both allocator settings
+        mult = {}
+        steps = 1 if quick else 4
+        for alloc in mc.ALLOCATORS if args.mult_report else []:
+            runs = {"mmsa": [], "emofusion": []}
+            for r in range(repeats):
+                for side in (("mmsa", "emofusion") if r % 2 == 0 else ("emofusion", "mmsa")):
+                    runs[side].append(mc.run_worker(py, side, "mult", "unaligned_mosei", 32, steps, args.timeout, alloc))
+            row = {"allocator": mc.allocator_label(alloc), "steps": steps, "runs": runs}
+            for side in runs:
+                ok = [x for x in runs[side] if "train" in x]
+                row[side] = {k: med([x[k] for x in ok]) for k in ("train", "infer", "train_cpu", "infer_cpu", "peak_rss_mb")}
+            mult[alloc] = row
+            res["mult"] = mult
+            save()
+            print(f"[report] MulT 50/500/375 {alloc}: MMSA {row['mmsa']['train_cpu']:.2f}, emofusion "
+                  f"{row['emofusion']['train_cpu']:.2f} train samples/CPU-s (load {loadavg()})", flush=True)
+        res["mult"] = mult
+
+    def section_models():
+        # 3. per model: training fraction of the matmul rate, bf16 vs fp32 throughput, scaling
+        models = []
+        for name in args.models.split(",") if args.models else REPORT_MODELS:
+            rec = sub("--worker", name, [f"--batches={args.batches}", f"--repeats={repeats}", "--latency-n=5"])
+            rec.setdefault("model", name)
+            if args.scaling and "error" not in rec:
+                sc = sub("--scaling-worker", name, ["--scaling-batch=8"])
+                if "scaling" in sc:
+                    rec["scaling"] = sc["scaling"]
+            models.append(rec)
+            res["models"] = models
+            save()
+            print(f"[report] model {name}: {rec.get('error') or 'ok'} (load {loadavg()})", flush=True)
+        res["models"] = models
+
+    def section_accuracy():
+        # 4. bf16-mixed vs fp32 accuracy (real training runs; synthetic, ICT-MMMO audio+visual when present)
+        acc = []
+        datasets = ["synthetic"] + ([f"mfn:{MMMO.resolve()}"] if MMMO.exists() else [])
+        seeds = [0] if quick else [0, 1, 2]
+        specs = []
+        for dataset in datasets if args.accuracy else []:
+            mmmo_models = ["early_fusion_lstm"] if quick else ["early_fusion_lstm", "tfn", "lmf", "mfn"]
+            syn_models = QUICK_ACCURACY_MODELS if quick else ACCURACY_MODELS
+            for name in syn_models if dataset == "synthetic" else mmmo_models:
+                for seed in seeds:
+                    # fp32 and bf16 of one (model, seed) run side by side, so they see the same contention
+                    specs.append([(name, precision, seed, dataset) for precision in ("32-true", "bf16-mixed")])
+
+        def one_pair(pair):
+            out = []
+            with ThreadPoolExecutor(max_workers=2) as inner:
+                futures = [inner.submit(sub, "--accuracy-worker", ",".join(map(str, spec))) for spec in pair]
+                for spec, f in zip(pair, futures):
+                    rec = f.result()
+                    rec.update(model=spec[0], precision=spec[1], seed=spec[2], dataset=spec[3])
+                    out.append(rec)
+            print(f"[report] accuracy {pair[0][0]} seed {pair[0][2]} on {pair[0][3].split('/')[-1]} "
+                  f"(load {loadavg()})", flush=True)
+            return out
+
+        for pair in specs:
+            acc.extend(one_pair(pair))
+            res["accuracy"] = acc
+            save()
+        res["accuracy"] = acc
+    # the sections are independent: with --jobs > 1 they run concurrently (each keeps its own A/B alternation;
+    # CPU-time ratios are unaffected by how many processes share the cores)
+    from concurrent.futures import ThreadPoolExecutor
+
+    sections = [section_mult, section_epochs, section_models, section_accuracy]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for f in [pool.submit(fn) for fn in sections]:
+            f.result()
+    res["matmul_gflops"] += matmul_gflops(clock=time.thread_time)
+    res["finished"] = True
+    res["load_end"] = loadavg()
+    res["wall_s"] = time.perf_counter() - started
+    (out / "report.json").write_text(json.dumps(res, indent=1))
+    if args.scaling:
+        plot({"models": res["models"]}, out)
+    md = render_report(res)
+    (out / "report.md").write_text(md)
+    print(md)
+    if args.docs:
+        write_docs(md, out, Path(args.docs))
+    return 0
+
+
+DOCS_START, DOCS_END = "<!-- speed-report:start (benchmarks/speed.py --report --docs) -->", "<!-- speed-report:end -->"
+
+
+def write_docs(md: str, out: Path, docs: Path) -> None:
+    """Replace the generated section of ``docs`` (between the markers, appended if absent) with ``md``."""
+    import shutil
+
+    text = docs.read_text()
+    # one heading level down: the section sits inside the page's "Side by side with MMSA" section
+    md = "\n".join("#" + line if line.startswith("#") else line for line in md.split("\n"))
+    block = f"{DOCS_START}\n{md}{DOCS_END}"
+    if DOCS_START in text and DOCS_END in text:
+        head, rest = text.split(DOCS_START, 1)
+        text = head + block + rest.split(DOCS_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    docs.write_text(text)
+    if (out / "speed_scaling.png").exists():
+        shutil.copy(out / "speed_scaling.png", docs.parent / "speed_scaling.png")
+
+
+def flops_worker(spec: str) -> dict:
+    """Training FLOPs per sample (3x the counted forward) of emofusion's MulT at MMSA's sizes."""
+    import mmsa_compare as mc
+
+    torch.set_num_threads(1)
+    name, setting = spec.split(":")
+    model, forward = mc.build_emofusion(name, setting)
+    x, _ = mc.make_inputs(setting, 1)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter, torch.no_grad():
+        forward(x)
+    return {"train_flops_per_sample": 3 * counter.get_total_flops()}
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a and b and a == a and b == b else "n/a"
+
+
+def render_report(res: dict) -> str:
+    mm = med(res["matmul_gflops"])
+    lines = [
+        "## Speed report (issue 17)",
+        "",
+        f"Command: `{res['command']}` ({'quick' if res['quick'] else 'full'} size, {res['repeats']} repeats per "
+        f"figure, sides alternating; {res['wall_s'] / 60:.0f} min wall). One thread per process. Load average "
+        f"(1/5/15 min) at start {res['load_start']}, at end {res['load_end']} on 2 cores shared with other jobs"
+        + ("" if res.get("finished", True) else " (**interrupted**: only the rows below were measured)") + ": "
+        "wall-clock figures are depressed by the contention, so ratios are given on **CPU time** (process CPU "
+        "seconds, which other jobs do not inflate except through shared caches), with wall time beside them. "
+        f"Matmul reference: {mm:.1f} GFLOP/s per CPU second (1024x1024 fp32 `torch.mm`, one thread; runs "
+        f"{', '.join(f'{x:.0f}' for x in res['matmul_gflops'])}; CPU-time based rates below are compared to it).",
+        "",
+        f"### Epoch time on MOSEI-like lengths ({res['epochs']['n_train']} training + {res['epochs']['n_val']} "
+        "validation samples, glibc default allocator)",
+        "",
+        "Samples from the synthetic generator (text 8-40 words, audio ~10 frames a word, visual ~3). emofusion: "
+        "its length-bucketed loader (each batch padded to its longest sample). MMSA 2.2.1: every sample padded to "
+        "fixed lengths (50 aligned; 50/500/375 unaligned; audio/visual averaged for LF_DNN/TFN/LMF as its "
+        "loader does). Whole epoch: data loading + training, then a validation pass. Batch 32, same model sizes "
+        "(benchmarks/mmsa_compare.py's pairs).",
+        "",
+        "| MMSA model | layout (MMSA) | emofusion | epoch CPU s MMSA / ours | ratio (CPU) | epoch wall s MMSA / ours | ratio (wall) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res["epochs"]["rows"]:
+        a, b = r["mmsa"], r["emofusion"]
+        err = "; ".join(a["errors"] + b["errors"])[:150]
+        lines.append(
+            f"| {r['case'].upper()} | {r['setting']} | {r['emofusion_model']} | {a['cpu']:.1f} / {b['cpu']:.1f} | "
+            f"**{_ratio(a['cpu'], b['cpu'])}** | {a['wall']:.1f} / {b['wall']:.1f} | {_ratio(a['wall'], b['wall'])} |"
+            + (f" error: {err}" if err else "")
+        )
+    flops = res.get("mult_train_flops")
+    lines += [
+        "",
+        "### MulT at MMSA's unaligned MOSEI lengths (50/500/375, batch 32)",
+        "",
+        f"Training FLOPs per sample (3x the counted forward): {flops / 1e9:.2f} GFLOP." if flops else "",
+        "",
+        "| allocator (both sides) | train samples/CPU-s MMSA / ours | ratio | train samples/s wall MMSA / ours | ratio "
+        "| infer /CPU-s MMSA / ours | ratio | ours: % of matmul rate | peak RSS MB MMSA / ours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in res.get("mult", {}).values():
+        a, b = row["mmsa"], row["emofusion"]
+        frac = f"{100 * b['train_cpu'] * flops / 1e9 / mm:.1f}% (MMSA {100 * a['train_cpu'] * flops / 1e9 / mm:.1f}%)" if flops else "n/a"
+        lines.append(
+            f"| {row['allocator']} | {a['train_cpu']:.2f} / {b['train_cpu']:.2f} | **{_ratio(b['train_cpu'], a['train_cpu'])}** | "
+            f"{a['train']:.2f} / {b['train']:.2f} | {_ratio(b['train'], a['train'])} | {a['infer_cpu']:.2f} / "
+            f"{b['infer_cpu']:.2f} | {_ratio(b['infer_cpu'], a['infer_cpu'])} | {frac} | {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "### Per model: fraction of the matmul rate, bf16-mixed vs fp32 training throughput",
+        "",
+        "Default (paper) sizes on length-bucketed synthetic batches (batch 32). Training FLOPs = 3x the counted "
+        "forward. bf16 = `torch.autocast('cpu', torch.bfloat16)` around forward and loss, fp32 weights "
+        "(what Lightning's `precision='bf16-mixed'` does); fp32 and bf16 repeats alternate in one process.",
+        "",
+        "| model | params | train samples/CPU-s fp32 | bf16-mixed | bf16 / fp32 | fp32 train GFLOP/s (% of matmul) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["models"]:
+        if "error" in r or "train_cpu" not in r:
+            lines.append(f"| {r['model']} | | | | | {(r.get('error') or r.get('train_cpu_error', ''))[:120]} |")
+            continue
+        f32, b16 = med(r["train_cpu"]["fp32"]), med(r["train_cpu"]["bf16"])
+        g = 3 * r["flops_per_sample"] * f32 / 1e9
+        b16_cell = f"{b16:.1f}" if r["train_cpu"]["bf16"] else "error: " + r["train_cpu"].get("bf16_error", "")[:90]
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {f32:.1f} | {b16_cell} | {_ratio(b16, f32)} | "
+                     f"{g:.1f} ({100 * g / mm:.1f}%) |")
+    lines += [
+        "",
+        "### bf16-mixed vs fp32 accuracy (real training runs, `train_run`, same seeds)",
+        "",
+        "| dataset | model | seeds | test MSE fp32 | test MSE bf16-mixed | train-mean MSE | all-zero MSE | CPU s fp32 / bf16 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {}
+    for a in res["accuracy"]:
+        groups.setdefault((a["dataset"], a["model"]), []).append(a)
+    for (dataset, model), rows in groups.items():
+        def col(prec, key):
+            xs = [x[key] for x in rows if x["precision"] == prec and key in x and x[key] is not None]
+            if not xs:
+                return "error"
+            return f"{np.mean(xs):.4f}" + (f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else "")
+        errs = [x["error"][:80] for x in rows if "error" in x]
+        base = [x for x in rows if "mean_mse" in x]
+        lines.append(
+            f"| {dataset.split('/')[-1]} | {model} | {len({x['seed'] for x in rows})} | {col('32-true', 'test_mse')} | "
+            f"{col('bf16-mixed', 'test_mse')} | {base[0]['mean_mse']:.4f} | {base[0]['zero_mse']:.4f} | "
+            f"{col('32-true', 'cpu_s')[:6]} / {col('bf16-mixed', 'cpu_s')[:6]} |" if base else
+            f"| {dataset.split('/')[-1]} | {model} | | error: {'; '.join(errs)} | | | | |"
+        )
+    if any("scaling" in r for r in res["models"]):
+        lines += ["", "### Scaling with audio/visual length (visual = 3/4 of audio, text 20, batch 8)", "",
+                  "![scaling](speed_scaling.png)", "",
+                  "| model | " + " | ".join(f"T_a={n}" for n in SCALING_LENGTHS) + " |",
+                  "|---" * (len(SCALING_LENGTHS) + 1) + "|"]
+        for r in res["models"]:
+            if "scaling" in r:
+                cells = ["error" if "error" in x else f"{x['step_s'] * 1000:.0f} ms / {x['rss_mb']:.0f} MB"
+                         for x in r["scaling"]]
+                lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        lines += ["", "Step time is wall clock (min of 2 steps) and memory the process's running peak RSS."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="few batches and repeats (a few minutes)")
@@ -437,10 +812,32 @@ def main(argv=None) -> int:
     p.add_argument("--scaling-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per model")
     p.add_argument("--merge", action="store_true", help="update OUT/results.json: replace only these models")
+    p.add_argument("--report", action="store_true",
+                   help="issue 17's report: epoch ratios vs MMSA, MulT under both allocators, matmul fraction, "
+                   "bf16 vs fp32, scaling plot (OUT/report.md)")
+    p.add_argument("--jobs", type=int, default=1, help="--report: sections run concurrently")
+    p.add_argument("--docs", default=None, help="--report: also write the report into this markdown file")
+    p.add_argument("--pairs", default="", help="--report: only these MMSA epoch pairs (e.g. tfn,mult)")
+    p.add_argument("--no-mult", dest="mult_report", action="store_false", help="--report: skip the MulT rows")
+    p.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="--report: skip bf16 accuracy")
+    p.add_argument("--accuracy-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--flops-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.accuracy_worker or args.flops_worker:
+        try:
+            rec = accuracy_worker(args.accuracy_worker) if args.accuracy_worker else flops_worker(args.flops_worker)
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            rec = {"error": f"{type(err).__name__}: {err}"}
+        print("RESULT " + json.dumps(rec))
+        return 0
     args.batches = args.batches or (3 if not args.full else 10)
     args.repeats = args.repeats or (3 if not args.full else 5)
     args.latency_n = args.latency_n or (20 if not args.full else 100)
+    if args.report and not (args.worker or args.scaling_worker):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        if args.quick and "--repeats" not in " ".join(sys.argv):
+            args.repeats = 2
+        return report(args)
 
     if args.worker or args.scaling_worker:
         name = args.worker or args.scaling_worker

@@ -12,7 +12,7 @@ from emofusion.models.mult import MulT
 from emofusion.tasks import sentiment_task
 
 
-def _qkv(b=3, h=2, tq=7, tk=5, d=4, seed=0):
+def _qkv(b=3, h=4, tq=7, tk=5, d=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, h, t, d, generator=g, requires_grad=True) for t in (tq, tk, tk)]
 
@@ -27,16 +27,20 @@ def _grads(out, tensors, seed=1):
 
 
 def _reference(q, k, v, bias, p, seed):
-    """Autograd attention with the keep mask drawn as the fast path draws it (31-bit integers in memory order)."""
+    """Autograd attention with the keep mask drawn as the fast path draws it: unsigned 16-bit lanes of full-range
+    int64 draws in memory order, kept where lane >= round(p * 2^16), kept weights scaled by 1 / (1 - p_eff)."""
     b, h, tq, d = q.shape
     scores = q @ k.transpose(-1, -2) / math.sqrt(d)
     if bias is not None:
         scores = scores + bias
     weights = torch.softmax(scores, -1)
     torch.manual_seed(seed)
-    draws = torch.empty(b * h, tq, k.shape[2], dtype=torch.int32).random_()
-    keep = (draws >= round(p * 2**31)).view(b, h, tq, k.shape[2])
-    return (weights * keep / (1 - p)) @ v
+    n = b * h * tq * k.shape[2]
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    lanes = words.view(torch.int16)[:n].to(torch.int32) + 2**15  # 0 .. 65535
+    threshold = round(p * 2**16)
+    keep = (lanes >= threshold).view(b, h, tq, k.shape[2])
+    return (weights * keep / (1 - threshold / 2**16)) @ v
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "keys", "bias"])
@@ -52,7 +56,8 @@ def test_chunked_equals_unchunked_values_and_gradients(mask_kind):
         bias = torch.randn(3, 1, 7, 5, requires_grad=True)
     leaves = [q, k, v] + ([bias] if mask_kind == "bias" else [])
     results = []
-    for chunk in (1, 7 * 5 * 2, 10**9):  # one row per chunk, two rows, everything at once
+    # Tq Tk = 35 is odd: chunks are rounded to 4 rows (whole 64-bit draws); 4 rows, 8 rows, all 12 rows at once
+    for chunk in (1, 7 * 5 * 8, 10**9):
         torch.manual_seed(5)
         out = chunked_dropout_attention(q, k, v, bias, 0.4, chunk_elements=chunk)
         results.append((out.detach(), _grads(out, leaves)))
@@ -166,3 +171,20 @@ def test_dropout_one_drops_everything_with_finite_zero_gradients():
     assert torch.all(out == 0)
     for g in _grads(out, [q, k, v]):
         assert torch.all(g == 0)
+
+
+def test_keep_mask_rate_lanes_and_threshold():
+    from emofusion.models.attention import effective_dropout, keep_mask, keep_threshold
+
+    assert keep_threshold(0.4) == 26214 and effective_dropout(0.4) == 26214 / 65536
+    torch.manual_seed(0)
+    keep = keep_mask((7, 301, 13), 0.4)  # numel not a multiple of 4: the last word's tail is discarded
+    assert keep.dtype == torch.uint8 and keep.shape == (7, 301, 13)
+    assert set(keep.unique().tolist()) == {0, 1}
+    assert abs(keep.float().mean().item() - 0.6) < 0.005
+    # every one of the four lanes of a word is a fair draw (no lane stuck or correlated with its neighbour)
+    lanes = keep.flatten()[: (keep.numel() // 4) * 4].view(-1, 4).float()
+    assert torch.all((lanes.mean(0) - 0.6).abs() < 0.01)
+    corr = torch.corrcoef(lanes.T)
+    assert (corr - torch.eye(4)).abs().max() < 0.02
+    assert torch.all(keep_mask((1000,), 0.0) == 1)

@@ -72,53 +72,73 @@ def _bmm_thin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
 
 
-def _keep_mask(shape, p: float, device) -> torch.Tensor:
-    """uint8 0/1, 1 with probability ``1 - p``: uniform integers in ``[0, 2^31)`` compared to ``p * 2^31``."""
-    draws = torch.empty(shape, dtype=torch.int32, device=device).random_()
-    return (draws >= int(round(p * 2**31))).view(torch.uint8)
+# dropout draws: 16-bit uniform lanes, four per full-range 64-bit integer (CPU ``random_`` fills int64 at ~1 ns a
+# value, int32 at ~20 ns and ``bernoulli_`` at ~90 ns per score: the mask draw was 12 % of a MulT training step)
+KEEP_BITS = 16
+
+
+def keep_threshold(p: float) -> int:
+    """A score is dropped where its uniform 16-bit lane is below this; the drop rate is exactly ``t / 2^16``."""
+    return int(round(float(p) * 2**KEEP_BITS))
+
+
+def effective_dropout(p: float) -> float:
+    """The drop probability the 16-bit draw realises (``p`` to within 2^-17; 0.4 -> 0.399994)."""
+    return keep_threshold(p) / 2**KEEP_BITS
+
+
+def keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """uint8 0/1 of ``shape``, 1 (kept) with probability ``1 - effective_dropout(p)``.
+
+    One draw for the whole tensor: ``ceil(n / 4)`` full-range int64 values, read as ``n`` unsigned 16-bit lanes
+    in memory order (little-endian lanes of each word; the unused tail lanes of the last word are discarded).
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
+    lanes = words.view(torch.int16)[:n].view(shape)  # signed view: lane - 2^15
+    return (lanes >= keep_threshold(p) - 2 ** (KEEP_BITS - 1)).view(torch.uint8)
 
 
 class _DropoutAttention(torch.autograd.Function):
     """``(dropout(softmax(q k^T * scale + bias)) @ v`` with a hand-written backward that recomputes the softmax.
 
     Saves only the inputs and the 1-byte keep mask (not the float scores, weights and dropped weights that
-    autograd would keep: 13 bytes per score instead of 1). A weight is kept where a uniform 31-bit integer is
-    ``>= round(p * 2^31)``, i.e. with probability 1 - p (to 2^-31; ``F.dropout`` draws the same Bernoulli
-    distribution with ``bernoulli_``, which is ~5x slower on CPU). The integers fill in memory order, so chunks
-    of the leading dimension draw exactly what one unchunked call would. The keep mask is applied as uint8
-    (a multiply; ``masked_fill_`` with a bool mask is ~30x slower on CPU).
+    autograd would keep: 13 bytes per score instead of 1). The keep mask (:func:`keep_mask`) is given; kept
+    weights are scaled by ``1 / (1 - p_eff)`` with ``p_eff`` the realised drop rate, so the result is unbiased.
+    The mask is applied as a multiply by its float copy (``masked_fill_`` with a bool mask is ~7x slower on CPU) and the
+    ``1 / (1 - p)`` factor is applied to the thin results (``[T, d]``), not to the ``[Tq, Tk]`` weights.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, p: float, scale: float):
-        weights = torch.softmax(_scores(q, k, bias, scale), dim=-1)
-        keep = _keep_mask(weights.shape, p, weights.device)
-        weights.mul_(keep).mul_(1.0 / (1.0 - p))
+    def forward(ctx, q, k, v, bias, keep, p: float, scale: float):
+        # uint8 -> float first: a mixed-dtype in-place multiply is ~2x slower than the conversion plus a float one
+        weights = torch.softmax(_scores(q, k, bias, scale), dim=-1).mul_(keep.to(q.dtype))
         ctx.save_for_backward(q, k, v, bias, keep)
-        ctx.p, ctx.scale = p, scale
-        return _bmm_thin(weights, v)
+        ctx.c, ctx.scale = 1.0 / (1.0 - p), scale
+        return _bmm_thin(weights, v).mul_(ctx.c)
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, bias, keep = ctx.saved_tensors
-        c = 1.0 / (1.0 - ctx.p)
+        c = ctx.c
         probs = torch.softmax(_scores(q, k, bias, ctx.scale), dim=-1)
-        keep = keep.to(probs.dtype).mul_(c)  # one conversion, used twice
+        keep = keep.to(probs.dtype)  # one conversion, used twice
         grad_v = None
         if ctx.needs_input_grad[2]:
-            grad_v = _bmm_thin((probs * keep).transpose(1, 2), grad)
-        # d loss / d probs = (grad v^T) * keep / (1 - p); softmax backward: probs * (g - sum(g * probs))
-        grad_probs = torch.bmm(grad, v.transpose(1, 2)).mul_(keep)
-        dot = (grad_probs * probs).sum(-1, keepdim=True)
-        grad_scores = probs.mul_(grad_probs.sub_(dot))
-        grad_q = _bmm_thin(grad_scores, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
+            grad_v = _bmm_thin((probs * keep).transpose(1, 2), grad).mul_(c)
+        # with g = (grad v^T) * keep (the gradient of the weights, before the 1 / (1 - p) factor):
+        # d loss / d scores = c * probs * (g - sum(g * probs)), the softmax backward
+        g = torch.bmm(grad, v.transpose(1, 2)).mul_(keep)
+        dot = torch.linalg.vecdot(g, probs).unsqueeze(-1)
+        grad_scores = probs.mul_(g.sub_(dot))
+        grad_q = _bmm_thin(grad_scores, k).mul_(ctx.scale * c) if ctx.needs_input_grad[0] else None
         grad_k = (
-            _bmm_thin(grad_scores.transpose(1, 2), q).mul_(ctx.scale) if ctx.needs_input_grad[1] else None
+            _bmm_thin(grad_scores.transpose(1, 2), q).mul_(ctx.scale * c) if ctx.needs_input_grad[1] else None
         )
         grad_bias = None
         if bias is not None and ctx.needs_input_grad[3]:
-            grad_bias = grad_scores.sum_to_size(bias.shape)
-        return grad_q, grad_k, grad_v, grad_bias, None, None
+            grad_bias = grad_scores.sum_to_size(bias.shape).mul_(c)
+        return grad_q, grad_k, grad_v, grad_bias, None, None, None
 
 
 def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: int = DROPOUT_CHUNK_ELEMENTS):
@@ -132,7 +152,7 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
     """
     b, h, tq, d = q.shape
     tk, dv = k.shape[2], v.shape[3]
-    if dropout_p >= 1.0:  # every weight dropped, as F.dropout(p=1)
+    if effective_dropout(dropout_p) >= 1.0:  # every weight dropped, as F.dropout(p=1)
         return v.new_zeros(b, h, tq, dv) + 0.0 * (q.sum() + k.sum() + v.sum())
     n = b * h
     qf, kf, vf = q.reshape(n, tq, d), k.reshape(n, tk, d), v.reshape(n, tk, dv)
@@ -145,12 +165,20 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
         bias = mask.expand(b, h, mask.shape[2], mask.shape[3])
         bias = bias.reshape(n, bias.shape[2], bias.shape[3])
     scale = 1.0 / math.sqrt(d)
-    rows = max(1, int(chunk_elements) // max(tq * tk, 1))
+    p_eff = effective_dropout(dropout_p)
+    # rows per chunk: a multiple of 4 / gcd(Tq Tk, 4), so every chunk but the last draws whole int64 words and
+    # the chunks' masks are exactly the lanes one unchunked draw would give (drawing per chunk keeps the draw's
+    # buffer small: a 100 MB draw costs twice as much per value in page faults)
+    unit = 4 // math.gcd(tq * tk, 4)
+    rows = max(unit, int(chunk_elements) // max(tq * tk, 1) // unit * unit)
     # split (not slice in a loop): a slice's backward fills a zero gradient of the whole tensor per chunk
     chunks = zip(
         qf.split(rows), kf.split(rows), vf.split(rows), [None] * n if bias is None else bias.split(rows)
     )
-    outs = [_DropoutAttention.apply(qc, kc, vc, bc, float(dropout_p), scale) for qc, kc, vc, bc in chunks]
+    outs = [
+        _DropoutAttention.apply(qc, kc, vc, bc, keep_mask((qc.shape[0], tq, tk), dropout_p, q.device), p_eff, scale)
+        for qc, kc, vc, bc in chunks
+    ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
     return out.reshape(b, h, tq, dv)
 

@@ -7,7 +7,14 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import OutputHead, SequenceEncoder, align_to_common_axis, masked_max, masked_mean
+from emofusion.models.layers import (
+    OutputHead,
+    SequenceEncoder,
+    StridedFrontEnd,
+    align_to_common_axis,
+    masked_max,
+    masked_mean,
+)
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -139,8 +146,10 @@ class EarlyFusionLSTM(FusionModel):
         dropout: float = 0.1,
         reference: str | None = None,
         pooling: str = "max",
+        frontend: dict[str, int] | None = None,
     ):
         super().__init__(modality_dims, task)
+        self.frontend = StridedFrontEnd(frontend, modality_dims)  # {modality: stride}, see layers.py
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
@@ -162,7 +171,7 @@ class EarlyFusionLSTM(FusionModel):
         self.head = OutputHead(self.encoder.output_dim, self.output_dim, head_dim, dropout)
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
-        inputs = self.check_inputs(inputs)
+        inputs = self.frontend(self.check_inputs(inputs))
         if self.fuse == "encoders":
             inputs = {m: (self.view_encoders[m](v, mask)[0], mask) for m, (v, mask) in inputs.items()}
         aligned, mask = align_to_common_axis(inputs, self.modalities, self.reference)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from emofusion.data.batch import ModalityTensor
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean over real steps only; an all-padding row gives zeros (not NaN)."""
@@ -80,6 +82,11 @@ class SequenceEncoder(nn.Module):
         return out
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_autocast_enabled(values.device.type):
+            # the fused CPU LSTM kernel has no bf16 primitive in this torch build ("could not create a primitive
+            # descriptor"): under bf16-mixed the recurrence runs in fp32, everything around it in bf16
+            with torch.autocast(values.device.type, enabled=False):
+                return self.forward(values.float(), mask)
         batch, steps, _ = values.shape
         lengths = mask.sum(1)
         nonempty = lengths > 0
@@ -115,6 +122,77 @@ class SequenceEncoder(nn.Module):
         else:
             final = x[rows, last]
         return x, final * nonempty.to(x.dtype).unsqueeze(-1)
+
+
+def strided_pool(values: torch.Tensor, mask: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each window of ``stride`` consecutive steps, over the real steps only (padding at the end).
+
+    ``[B, T, D]`` -> ``[B, ceil(T / stride), D]``; a window is real when it holds at least one real step, so a
+    sequence of ``L`` real steps gives ``ceil(L / stride)`` real windows (its last window may be partial) and
+    padding never enters a real window's mean. ``stride=1`` returns the inputs unchanged.
+    """
+    stride = int(stride)
+    if stride <= 1:
+        return values, mask
+    batch, steps, dim = values.shape
+    windows = -(-steps // stride)
+    extra = windows * stride - steps
+    m = mask.to(values.dtype).unsqueeze(-1)
+    x = torch.where(mask.unsqueeze(-1), values, 0.0)  # padded values (even NaN) never reach a mean
+    if extra:
+        x = F.pad(x, (0, 0, 0, extra))
+        m = F.pad(m, (0, 0, 0, extra))
+    total = x.view(batch, windows, stride, dim).sum(2)
+    count = m.view(batch, windows, stride, 1).sum(2)
+    return total / count.clamp_min(1.0), count.squeeze(-1) > 0
+
+
+class StridedFrontEnd(nn.Module):
+    """Optional per-modality front-end of the recurrent models: ``strided_pool`` before the recurrence.
+
+    ``strides`` {modality: k}: every k consecutive frames of that modality are averaged into one step, so the
+    recurrence (and the per-step loops of MFN/RMFN) runs ``k`` times fewer steps; e.g. ``{"audio": 5}`` takes
+    the synthetic benchmark's 25 Hz audio (~10 frames per word) to 5 Hz. Parameter-free: the model itself
+    (its equations and parameter count) is unchanged, it reads a coarser input. Empty (the default) = the
+    identity, the papers' full-rate models.
+    """
+
+    def __init__(self, strides: dict[str, int] | None = None, modalities=None):
+        super().__init__()
+        strides = dict(strides or {})
+        for m, k in strides.items():
+            if modalities is not None and m not in modalities:
+                raise ValueError(f"frontend: modality {m!r} not among {list(modalities)}")
+            if int(k) != k or int(k) < 1:
+                raise ValueError(f"frontend: stride of {m!r} must be a positive integer, got {k!r}")
+        self.strides = {m: int(k) for m, k in strides.items() if int(k) > 1}
+
+    def forward(self, inputs):
+        if not self.strides:
+            return inputs
+        out = dict(inputs)
+        for m, k in self.strides.items():
+            if m in out:
+                values, mask = out[m]
+                out[m] = ModalityTensor(*strided_pool(values, mask, k))
+        return out
+
+    def unpool_weights(self, modality: str, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention over pooled steps ``[..., T_pooled]`` -> over the input frames ``[..., T]`` (``mask``
+        ``[B, T]``): each window's weight is shared equally by its real frames, so a row still sums to its total."""
+        k = self.strides.get(modality, 1)
+        if k <= 1:
+            return weights
+        steps = mask.shape[1]
+        m = mask.to(weights.dtype)
+        windows = -(-steps // k)
+        count = F.pad(m, (0, windows * k - steps)).view(mask.shape[0], windows, k).sum(-1).clamp_min(1.0)
+        while count.dim() < weights.dim():
+            count = count.unsqueeze(1)
+        per_frame = (weights / count).repeat_interleave(k, dim=-1)[..., :steps]
+        while m.dim() < per_frame.dim():
+            m = m.unsqueeze(1)
+        return per_frame * m
 
 
 def resample_to_lengths(values: torch.Tensor, mask: torch.Tensor, target_lengths: torch.Tensor, target_steps: int):

@@ -15,7 +15,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import OutputHead, SequenceEncoder, masked_mean, masked_softmax
+from emofusion.models.layers import OutputHead, SequenceEncoder, StridedFrontEnd, masked_mean, masked_softmax
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -68,7 +68,9 @@ class RRNN(FusionModel):
     ``attend_over`` (time | features), ``memory_init`` (mean = §3.2 sum of time averages | zeros = §3.3),
     ``gating`` (eq. 9-13 vs ungated GCA update), ``view_gates`` / ``context_gate`` / ``update_gate`` (switch
     g_s, g_w, g_c individually; a disabled gate is 1), ``decoder_dim`` (the FC layer before the final linear
-    layer, §4; 0 = final linear layer only), ``dropout``.
+    layer, §4; 0 = final linear layer only), ``dropout``, ``frontend`` ({modality: stride}, default none: a
+    parameter-free strided mean-pool of that modality before its encoder, :class:`StridedFrontEnd`; the
+    attention extras are mapped back onto the input frames).
 
     Extras: ``attention`` {modality: ``[B, hops, T_m]``} (mean over heads; ``[B, hops, D]`` with
     ``attend_over="features"``), ``attention_heads`` {modality: ``[B, hops, heads, T_m]``} when heads > 1,
@@ -95,8 +97,10 @@ class RRNN(FusionModel):
         update_gate: bool = True,
         decoder_dim: int = 64,
         dropout: float = 0.1,
+        frontend: dict[str, int] | None = None,
     ):
         super().__init__(modality_dims, task)
+        self.frontend = StridedFrontEnd(frontend, modality_dims)
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         if attend_over not in ATTEND_OVER:
@@ -158,7 +162,8 @@ class RRNN(FusionModel):
         return sum(masked_mean(h, mask) for h, mask in encoded.values())
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
-        inputs = self.check_inputs(inputs)
+        full = self.check_inputs(inputs)
+        inputs = self.frontend(full)
         encoded = {}
         for m in self.modalities:
             values, mask = inputs[m]
@@ -195,6 +200,8 @@ class RRNN(FusionModel):
             memories.append(memory)
         pred = self.head(self.dropout(memory))
         extras: dict[str, object] = {"memory": torch.stack(memories, dim=1)}
+        if self.attend_over == "time" and self.frontend.strides:
+            attn = {m: [self.frontend.unpool_weights(m, a, full[m][1]) for a in att] for m, att in attn.items()}
         if self.attend_over == "time":
             extras["attention"] = {m: torch.stack(a, 1).mean(2) for m, a in attn.items()}  # [B, hops, T]
             if self.heads > 1:
