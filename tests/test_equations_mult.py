@@ -157,8 +157,11 @@ def test_parameter_count_at_the_reference_mosei_settings():
     combined = 3 * 2 * d
     head = 2 * (combined * combined + combined) + combined * out + out
     expected = conv_ + cross + memory + head
-    model = create_model("mult", dims, sentiment_task())
+    # the reference has no learned absent-modality tokens (models/base.py): count it without them, then the
+    # default, which adds one D_m vector per modality
+    model = create_model("mult", dims, sentiment_task(), absent="zeros")
     assert model.num_parameters() == expected == 1_073_731
+    assert create_model("mult", dims, sentiment_task()).num_parameters() == expected + sum(dims.values())
     assert model.self_layers == 5 and len(model.memory["text"].layers) == 5 and len(model.cross["audio->text"].layers) == 5
     # options that change the count by a known amount
     own = create_model("mult", dims, sentiment_task(), shared_kv_norm=False)
