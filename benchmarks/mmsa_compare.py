@@ -399,7 +399,7 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
         opt.step()
     model.eval()
     with torch.no_grad():
-        for inputs, y in loader("val", False):
+        for inputs, _y in loader("val", False):
             run(inputs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = {m: float(np.mean([bundle.train.raw(i).length(m) for i in range(len(bundle.train))]))

@@ -311,7 +311,7 @@ class _Collector(ast.NodeVisitor):
         m = copy.deepcopy(node)
         m.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
         self.out.append((node, f"({ast.unparse(m)})", "boolop"))
-        for i, v in enumerate(node.values):
+        for i, _v in enumerate(node.values):
             rest = [x for j, x in enumerate(node.values) if j != i]
             m = copy.deepcopy(node)
             m.values = rest
@@ -586,7 +586,7 @@ def main(argv=None) -> int:
             original = (SRC / rel).read_text()
             original_of[rel] = original
             per_file[rel] = []
-            for i, (brel, label, old, new) in enumerate(b for b in BREAKS if b[0] == rel):
+            for i, (_brel, label, old, new) in enumerate(b for b in BREAKS if b[0] == rel):
                 if old not in original:
                     raise SystemExit(f"break {label!r}: {old!r} not found in {rel}")
                 per_file[rel].append(Mutant(rel, i, original[: original.index(old)].count("\n") + 1, "break",

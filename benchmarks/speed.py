@@ -504,7 +504,6 @@ def report(args) -> int:
     started = time.perf_counter()
     res = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "load_start": loadavg(),
            "repeats": repeats, "quick": quick, "matmul_gflops": matmul_gflops(clock=time.thread_time)}
-    mm = med(res["matmul_gflops"])
     py = sys.executable
     import threading
 
@@ -623,7 +622,6 @@ def report(args) -> int:
         res["accuracy"] = acc
     # the sections are independent: with --jobs > 1 they run concurrently (each keeps its own A/B alternation;
     # CPU-time ratios are unaffected by how many processes share the cores)
-    from concurrent.futures import ThreadPoolExecutor
 
     sections = [section_mult, section_epochs, section_models, section_accuracy]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -770,7 +768,7 @@ def render_report(res: dict) -> str:
         groups.setdefault((a["dataset"], a["model"]), []).append(a)
     for (dataset, model), rows in groups.items():
         def col(prec, key):
-            xs = [x[key] for x in rows if x["precision"] == prec and key in x and x[key] is not None]
+            xs = [x[key] for x in rows if x["precision"] == prec and key in x and x[key] is not None]  # noqa: B023 (called in the loop)
             if not xs:
                 return "error"
             return f"{np.mean(xs):.4f}" + (f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else "")

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model

@@ -85,7 +85,7 @@ def test_a_model_with_a_frontend_equals_the_model_on_pooled_inputs(name):
     torch.testing.assert_close(a.prediction, b.prediction)
     assert not torch.allclose(a.prediction, c.prediction)  # the front-end does change what the model reads
     if "attention" in a.extras:  # mapped back onto the input frames
-        for m, (v, mask) in inputs.items():
+        for m, (v, _mask) in inputs.items():
             assert a.extras["attention"][m].shape[-1] == v.shape[1]
             torch.testing.assert_close(a.extras["attention"][m].sum(-1), b.extras["attention"][m].sum(-1))
 

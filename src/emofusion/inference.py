@@ -22,7 +22,6 @@ import numpy as np
 
 from emofusion.data.batch import Sample
 
-
 PREDICTION_FORMATS = ("", ".csv", ".json")
 
 
