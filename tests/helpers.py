@@ -10,3 +10,27 @@ def select(inputs, i):
         n = int(mask[i].sum())
         out[m] = ModalityTensor(v[i : i + 1, :n], mask[i : i + 1, :n])
     return out
+
+
+def random_inputs(lengths: dict, dims: dict, seed: int = 0):
+    """A batch with per-sample lengths ``{modality: [len_0, len_1, ...]}`` and one padded step beyond the longest."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, lens in lengths.items():
+        steps = max(lens) + 1
+        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
+        out[m] = ModalityTensor(torch.randn(len(lens), steps, dims[m], generator=g), mask)
+    return out
+
+
+# the smallest run config the suite/launcher tests train
+TINY_RUN = {
+    "model": "early_fusion_lstm",
+    "dataset": "synthetic",
+    "model_options": {"hidden_dim": 8, "head_dim": 8},
+    "dataset_options": {"n_train": 24, "n_val": 8, "n_test": 8},
+    "max_epochs": 1,
+    "batch_size": 8,
+}

@@ -14,6 +14,7 @@ import torch
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.tasks import classification_task
+from helpers import random_inputs
 
 DIMS = {"text": 5, "audio": 4, "visual": 3}
 LENGTHS = {"text": [4, 2], "audio": [7, 5], "visual": [3, 6]}
@@ -23,13 +24,7 @@ SMALL = dict(d_ch=6, num_heads=2, d_k=3, d_o=5, d_r=3, dcca_hidden=4, d_t=4, win
 
 
 def inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, lens in LENGTHS.items():
-        steps = max(lens) + 1
-        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
-        out[m] = ModalityTensor(torch.randn(2, steps, DIMS[m], generator=g), mask)
-    return out
+    return random_inputs(LENGTHS, DIMS, seed)
 
 
 def conv(layer, x):

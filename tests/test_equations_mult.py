@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.tasks import classification_task, sentiment_task
+from helpers import random_inputs
 
 DIMS = {"text": 5, "audio": 4, "visual": 3}
 LENGTHS = {"text": [4, 2], "audio": [6, 5], "visual": [3, 7]}
@@ -21,13 +21,7 @@ SMALL = dict(d_model=6, num_heads=2, cross_layers=2, kernel_size=3)
 
 
 def inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, lens in LENGTHS.items():
-        steps = max(lens) + 1
-        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
-        out[m] = ModalityTensor(torch.randn(2, steps, DIMS[m], generator=g), mask)
-    return out
+    return random_inputs(LENGTHS, DIMS, seed)
 
 
 def positions(n, d, offset=1):

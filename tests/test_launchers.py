@@ -9,16 +9,10 @@ import pytest
 from emofusion.evaluation import launchers
 from emofusion.evaluation.launchers import CellTask, LauncherOptions, launch
 from emofusion.evaluation.suite import Cell, SuiteSpec, plan_jobs, run_suite
+from helpers import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "model": "early_fusion_lstm",
-    "dataset": "synthetic",
-    "model_options": {"hidden_dim": 8, "head_dim": 8},
-    "dataset_options": {"n_train": 24, "n_val": 8, "n_test": 8},
-    "max_epochs": 1,
-    "batch_size": 8,
-}
+TINY = TINY_RUN
 OTHER = {**TINY, "model_options": {"hidden_dim": 4, "head_dim": 4}}
 
 

@@ -5,15 +5,9 @@ import pytest
 
 from emofusion.evaluation import suite as suite_mod
 from emofusion.evaluation.suite import Cell, SuiteSpec, config_hash, get_suite, list_suites, run_suite
+from helpers import TINY_RUN
 
-TINY = {
-    "model": "early_fusion_lstm",
-    "dataset": "synthetic",
-    "model_options": {"hidden_dim": 8, "head_dim": 8},
-    "dataset_options": {"n_train": 24, "n_val": 8, "n_test": 8},
-    "max_epochs": 1,
-    "batch_size": 8,
-}
+TINY = TINY_RUN
 NOISE = {"kind": "gaussian_noise", "modality": "visual", "snr_db": -10}
 
 
