@@ -31,7 +31,7 @@ def test_grid_spec_covers_every_subset_and_skips_unsupported_models():
     # every cell trains on exactly its subset with the paper's settings
     cnn_tav = next(c for c in spec.cells if c.row == "T+A+V" and c.column == "ef_cnn")
     assert cnn_tav.config["modalities"] == ["text", "audio", "visual"]
-    assert cnn_tav.config["batch_size"] == 64 and cnn_tav.config["patience"] == 10
+    assert cnn_tav.config["batch_size"] == 64 and cnn_tav.config["patience_epochs"] == 10  # §4.4, in epochs
 
 
 def test_tiny_grid_runs_end_to_end(tmp_path):
@@ -52,6 +52,14 @@ def test_tiny_grid_runs_end_to_end(tmp_path):
     rnd = next(c for c in result.cells if c["column"] == "random_baseline")
     assert rnd["mean"]["mae"] > 0.3  # chance level is far above a trained model's
     assert "| A+V |" in text and "Table 5 layout" in text and "| happy |" in text
+    # the terminal table carries the trivial baselines of the same split, and flags a cell that loses to them
+    zero_row = next(line for line in text.splitlines() if line.startswith("| *baseline: all_zero* |"))
+    zero = next(b for b in result.baseline_cells if b["row"] == "baseline: all_zero")["mean"]["mae"]
+    assert f"{zero:.3f}" in zero_row
+    model = next(c for c in result.cells if c["column"] == "ef_lstm")
+    best_baseline = min(b["mean"]["mae"] for b in result.baseline_cells if b["column"] == "ef_lstm")
+    assert model["flags"]["mae"] == (model["mean"]["mae"] >= best_baseline)
+    assert ("† not better than the best trivial baseline on mae: A+V / ef_lstm" in text) == model["flags"]["mae"]
     assert (result.out_dir / "grid.md").exists()
     assert (result.out_dir / "fig2_intensity_distribution.png").stat().st_size > 1000
 

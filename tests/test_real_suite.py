@@ -26,8 +26,12 @@ def test_cells_per_dataset_and_mmsa_pairs(monkeypatch, tmp_path):
     rows = {(c.row, c.column) for c in spec.cells}
     assert ("tfn", "ICT-MMMO") in rows and ("MMSA TFN (↔ tfn)", "ICT-MMMO") in rows
     assert ("MMSA EF_LSTM (↔ early_fusion_lstm)", "YouTube") in rows
+    assert ("MMSA LF_DNN (↔ late_fusion)", "ICT-MMMO") in rows and ("marn", "YouTube") in rows
     for c in spec.cells:
-        assert c.config["modalities"] == ["audio", "visual"] and c.config["dataset"].startswith("mfn:")
+        assert c.config["modalities"] == ["audio", "visual"] and f"mfn:{tmp_path}/mfn_h5/" in c.config["dataset"]
+        # a per-dataset preset keeps its reader chain, on the suite's data folder
+        if (c.row, c.column) == ("rmfn", "ICT-MMMO"):
+            assert c.config["dataset"] == f"wordslots:mfn:{tmp_path}/mfn_h5/mmmo" and c.config["patience_epochs"] == 4
         if c.meta["kind"] == "mmsa":
             assert c.config["runner"] == "emofusion.evaluation.suites.real:run_mmsa"
     monkeypatch.setattr(real, "mmsa_skip_reason", lambda: "MMSA is not installed (test)")
@@ -75,3 +79,21 @@ def test_bundle_arrays_put_rows_back_on_their_word_slots():
     assert not present["audio"][1].any() and not x["audio"][1].any()  # absent audio: no slot
     assert present["visual"][1].tolist() == [False, False, True, False, True]
     np.testing.assert_allclose(arrays["train"]["y"], [2.5, 2.5])
+
+
+def test_recipe_suite_reads_the_validation_metric_of_each_run(monkeypatch, tmp_path):
+    from emofusion.evaluation.suite import aggregate, config_hash
+
+    (tmp_path / "mfn_h5" / "mmmo").mkdir(parents=True)
+    monkeypatch.setenv("EMOFUSION_DATA", str(tmp_path))
+    spec = real.build_recipe("quick")
+    assert {c.row for c in spec.cells} == set(real.RECIPE_VARIANTS) and spec.metrics[0] == "val/mae"
+    cell = next(c for c in spec.cells if c.row == "EMA 0.99" and c.column == "tfn")
+    assert cell.config["ema_decay"] == 0.99
+    records = {(config_hash(cell.config), s): {"status": "ok", "metrics": {"val": {"mae": 0.5 + s}, "test": {"mae": 9.0}},
+                                               "evaluations": {"clean": {"mae": 1.0 + s, "pearson_r": 0.2}}}
+               for s in (0, 1)}
+    spec.cells, spec.seeds = [cell], [0, 1]
+    out = aggregate(spec, records, [0, 1])[0]
+    # val/mae from the run's recorded validation metrics; mae from the suite split's evaluation
+    assert out["mean"]["val/mae"] == pytest.approx(1.0) and out["mean"]["mae"] == pytest.approx(1.5)

@@ -164,3 +164,67 @@ def test_sentiment_binary_metrics_name_their_convention():
     assert "acc2" not in m and "f1" not in m
     assert m["acc2_has0"] == pytest.approx(4 / 6)  # >= 0 vs < 0 over all six (MMSA Has0_acc_2)
     assert m["acc2_non0"] == pytest.approx(3 / 4)  # the two zeros dropped (MMSA Non0_acc_2)
+
+
+def test_patience_in_epochs_becomes_checks_at_the_datasets_interval():
+    # a paper's "patience 10 epochs": 40 steps per epoch, validation every 20 -> 20 checks
+    b = resolve_budget(RunConfig(patience_epochs=10), 40)
+    assert (b.val_every_n_steps, b.patience, b.lr_patience) == (20, 20, 10)
+    # tiny set: 3 steps per epoch, validation every 8 steps -> ceil(30 / 8) = 4 checks
+    b = resolve_budget(RunConfig(patience_epochs=10, patience=99), 3)
+    assert (b.val_every_n_steps, b.patience) == (8, 4)
+    # 7 steps per epoch (ICT-MMMO at batch 32): ceil(4 * 7 / 8) = 4, not the 4 checks = 32 steps of patience=4
+    assert resolve_budget(RunConfig(patience_epochs=5), 7).patience == 5
+    with pytest.raises(ValueError, match="patience_epochs"):
+        RunConfig(patience_epochs=-1)
+
+
+def _tiny_regression(tmp_path, name, **kw):
+    cfg = RunConfig(model="early_fusion_lstm", dataset="synthetic",
+                    dataset_options={"n_train": 32, "n_val": 16, "n_test": 16, "min_words": 4, "max_words": 6},
+                    model_options={"hidden_dim": 8}, batch_size=8, max_steps=12, val_every_n_steps=4, min_steps=12,
+                    progress=False, plots=False, output=str(tmp_path / name), threads=1, **kw)
+    return train_run(cfg)
+
+
+def test_ema_selects_and_saves_the_averaged_weights(tmp_path):
+    import torch
+
+    from emofusion.training.run import evaluate_split, load_module
+
+    result = _tiny_regression(tmp_path, "ema", ema_decay=0.9)
+    ckpt = torch.load(tmp_path / "ema" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    # Lightning's EMA callback: state_dict holds the average, the raw weights are kept beside it
+    assert "current_model_state" in ckpt
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
+    # the reported test metric is the averaged model's (what best.ckpt loads)
+    module = load_module(tmp_path / "ema")
+    assert evaluate_split(module, result.bundle, "test")["mae"] == pytest.approx(result.metrics["test"]["mae"])
+    with pytest.raises(ValueError, match="ema_decay"):
+        RunConfig(ema_decay=1.0)
+
+
+def test_input_noise_and_feature_dropout_touch_training_batches_only(tmp_path):
+    import torch
+
+    from emofusion.data.batch import Batch, ModalityTensor
+    from emofusion.training.module import EmoFusionModule
+    from emofusion.tasks import sentiment_task
+
+    module = EmoFusionModule("early_fusion_lstm", {"audio": 3}, sentiment_task().to_dict(), {"hidden_dim": 4})
+    values = torch.ones(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    batch = Batch({"audio": ModalityTensor(values, mask)}, torch.zeros(2, 1), ["a", "b"])
+    assert module._augment(batch) is batch  # off by default
+    torch.manual_seed(0)
+    module.augment = {"input_noise": 0.5}
+    noisy = module._augment(batch).inputs["audio"].values
+    assert torch.equal(noisy[0, 3:], values[0, 3:])  # padding stays as it was
+    assert (noisy[0, :3] - 1).std() == pytest.approx(0.5, rel=0.5)  # noise of that std on real steps
+    module.augment = {"feature_dropout": 0.5}
+    dropped = module._augment(batch).inputs["audio"].values
+    assert set(dropped.unique().tolist()) <= {0.0, 2.0} and (dropped == 0).any()  # inverted dropout
+    assert torch.equal(batch.inputs["audio"].values, values)  # the batch itself is not modified
+    result = _tiny_regression(tmp_path, "aug", input_noise=0.3, feature_dropout=0.2)
+    assert np.isfinite(result.metrics["test"]["mae"])

@@ -24,8 +24,9 @@ PAPER_ORDER = ("text", "audio", "visual", "video")
 
 # preset -> training settings; paper 003 §4.4: Adam (default lr), batch 64, early stopping patience 10, MAE loss
 PRESETS = {
-    "quick": {"max_epochs": 10, "patience": 10, "batch_size": 64, "lr": 1e-3},
-    "full": {"max_epochs": 100, "patience": 10, "batch_size": 64, "lr": 1e-3},
+    # quick: the default step budget (docs/training.md) with the paper's stopping rule, on smaller data
+    "quick": {"patience_epochs": 10, "batch_size": 64, "lr": 1e-3},
+    "full": {"max_epochs": 100, "patience_epochs": 10, "batch_size": 64, "lr": 1e-3},
 }
 # small synthetic sizes for the quick preset (other datasets keep their own sizes)
 QUICK_SYNTHETIC = {"n_train": 400, "n_val": 100, "n_test": 200}
@@ -199,16 +200,30 @@ def grid_tables(result: SuiteResult) -> str:
     by = {(c["row"], c["column"]): c for c in result.cells}
     lines = [f"### {spec.title}", "", f"Overall {metric} per cell (test split, seeds {result.seeds}):", ""]
     lines += ["| modalities | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    flagged = []
     for r in rows:
         vals = []
         for col in cols:
             c = by.get((r, col))
             text = "" if c is None else _fmt(c["mean"][metric], c["std"][metric], c["n"][metric])
+            if c is not None and c.get("flags", {}).get(metric):
+                text += " †"
+                flagged.append(f"{r} / {col}")
             pub = None if c is None else c["published"].get(metric)
             if pub is not None:
                 text += f" [{pub:.3f}]"
             vals.append(text)
         lines.append(f"| {r} | " + " | ".join(vals) + " |")
+    # the closed-form trivial baselines of the same split (docs/metrics.md), one row each
+    base_by = {(b["row"], b["column"]): b for b in (result.baseline_cells or [])}
+    for name in dict.fromkeys(b["row"] for b in (result.baseline_cells or [])):
+        vals = []
+        for col in cols:
+            b = base_by.get((name, col))
+            vals.append("" if b is None else _fmt(b["mean"].get(metric), 0.0, 1))
+        lines.append(f"| *{name}* | " + " | ".join(vals) + " |")
+    if flagged:
+        lines += ["", f"† not better than the best trivial baseline on {metric}: " + ", ".join(flagged) + "."]
     lines += ["", "All table metrics (Tables 2-4 layout: modality, DNN):", ""]
     lines += [
         "| modalities | model | " + " | ".join(table_metrics) + " |",

@@ -331,6 +331,15 @@ def _record_baselines(record: dict | None, split: str) -> dict[str, dict]:
     return (record.get("baselines") or {}).get(split) or {}
 
 
+def _metric_value(record: dict, evaluation: dict, metric: str):
+    """``metric`` of the suite's split (the cell's evaluation), or ``"<split>/<metric>"`` of another split as the
+    run recorded it (e.g. ``val/mae``, the number that selected the checkpoint)."""
+    split, sep, name = metric.partition("/")
+    if sep and split in (record.get("metrics") or {}):
+        return record["metrics"][split].get(name)
+    return evaluation.get(metric)
+
+
 def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequence[int]) -> list[dict]:
     cells = []
     for cell in spec.cells:
@@ -348,7 +357,7 @@ def aggregate(spec: SuiteSpec, records: dict[tuple[str, int], dict], seeds: Sequ
                 errors.append(f"seed {seed}: {ev['error']}")
                 continue
             for m in spec.metrics:
-                v = ev.get(m)
+                v = _metric_value(record, ev, m)
                 values[m].append(float(v) if v is not None else float("nan"))
         stats = {m: _mean_std(v) for m, v in values.items()}
         cells.append(

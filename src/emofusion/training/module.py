@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import lightning as L
 import numpy as np
 import torch
 
-from emofusion.data.batch import Batch
+from emofusion.data.batch import Batch, ModalityTensor
 from emofusion.evaluation.metrics import compute_metrics
 from emofusion.models import create_model
 from emofusion.models.base import ModelOutput
@@ -36,6 +38,7 @@ class EmoFusionModule(L.LightningModule):
         self.last_metrics: dict[str, dict[str, float]] = {}
         # set by the run engine (not a hyperparameter: inference does not need it); see configure_optimizers
         self.lr_schedule: dict | None = None
+        self.augment: dict = {}  # set by the run engine from RunConfig (input_noise, feature_dropout)
         self._plateau = None
         self._plateau_state: dict | None = None
 
@@ -63,12 +66,29 @@ class EmoFusionModule(L.LightningModule):
             hook(np.asarray(labels), self.loss_name)
 
     def training_step(self, batch: Batch, batch_idx: int):
-        output = self(batch)
+        output = self(self._augment(batch))
         total, loss = self._loss(output, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch), on_step=True, on_epoch=True)
         for name, aux in output.aux_losses.items():
             self.log(f"train/{name}", aux, batch_size=len(batch), on_step=False, on_epoch=True)
         return total
+
+    def _augment(self, batch: Batch) -> Batch:
+        """Training-time input regularisation on the standardised features (RunConfig input_noise,
+        feature_dropout): Gaussian noise of that std and inverted dropout of single feature values, on real
+        (unmasked) steps only. Evaluation never sees it."""
+        noise, drop = self.augment.get("input_noise", 0.0), self.augment.get("feature_dropout", 0.0)
+        if not (noise or drop):
+            return batch
+        inputs = {}
+        for m, (values, mask) in batch.inputs.items():
+            real = mask.unsqueeze(-1).to(values.dtype)
+            if noise:
+                values = values + noise * torch.randn_like(values) * real
+            if drop:
+                values = torch.nn.functional.dropout(values, drop, training=True)
+            inputs[m] = ModalityTensor(values, mask)
+        return replace(batch, inputs=inputs)
 
     def _eval_step(self, stage: str, batch: Batch):
         output = self(batch)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
 from emofusion.data import load_dataset
@@ -177,6 +177,7 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
     if config.lr_schedule == "plateau":
         module.lr_schedule = {"kind": "plateau", "factor": config.lr_factor, "patience": budget.lr_patience,
                               "min_lr": config.min_lr}
+    module.augment = {"input_noise": config.input_noise, "feature_dropout": config.feature_dropout}
     train_labels = split_labels(bundle.train)
     if resume_path is None:
         module.init_from_train_labels(train_labels)
@@ -202,6 +203,9 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
         EarlyStopping(monitor=monitor, mode=task.monitor_mode, patience=budget.patience,
                       check_on_train_epoch_end=False),
     ]
+    if config.ema_decay > 0:
+        # validation, best.ckpt and the final evaluation all see the averaged weights
+        cbs.append(EMAWeightAveraging(decay=config.ema_decay, use_buffers=True))
     if config.progress:
         cbs.append(RichProgressBar(leave=True))
     if os.environ.get("EMOFUSION_FAULT_AT_STEP"):
