@@ -209,8 +209,8 @@ def test_input_noise_and_feature_dropout_touch_training_batches_only(tmp_path):
     import torch
 
     from emofusion.data.batch import Batch, ModalityTensor
-    from emofusion.training.module import EmoFusionModule
     from emofusion.tasks import sentiment_task
+    from emofusion.training.module import EmoFusionModule
 
     module = EmoFusionModule("early_fusion_lstm", {"audio": 3}, sentiment_task().to_dict(), {"hidden_dim": 4})
     values = torch.ones(2, 5, 3)
