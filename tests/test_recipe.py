@@ -228,3 +228,22 @@ def test_input_noise_and_feature_dropout_touch_training_batches_only(tmp_path):
     assert torch.equal(batch.inputs["audio"].values, values)  # the batch itself is not modified
     result = _tiny_regression(tmp_path, "aug", input_noise=0.3, feature_dropout=0.2)
     assert np.isfinite(result.metrics["test"]["mae"])
+
+
+def test_a_checkpoint_from_before_absent_tokens_loads_with_zeros_for_absent(tmp_path):
+    import torch
+
+    from emofusion.training.module import EmoFusionModule
+
+    result = _tiny_regression(tmp_path, "old")
+    path = tmp_path / "old" / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert any(".absent_tokens." in k for k in ckpt["state_dict"])
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if ".absent_tokens." not in k}
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    module = EmoFusionModule.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
+    assert module.model.absent_mode == "zeros" and not hasattr(module.model, "absent_tokens")
+    # a current checkpoint keeps its tokens
+    current = EmoFusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    assert current.model.absent_mode == "token"
+    assert result.metrics["test"]["mae"] >= 0

@@ -162,3 +162,17 @@ def test_tables_flag_models_that_do_not_beat_the_best_baseline():
     assert "| *baseline: all_zero* | 0.300 |" in md
     assert "† not better than the best trivial baseline on mae: model / data." in md
     assert "on wa:" not in md
+    # a flagged table says why: the suite's note, or that none was recorded
+    assert "**Why cells are flagged †.** No explanation recorded" in md
+    spec.flag_note = "The quick preset is a smoke test."
+    assert "**Why cells are flagged †.** The quick preset is a smoke test." in suite_mod.markdown(result)
+    cells[0]["flags"] = {"mae": False, "wa": False}
+    assert "Why cells are flagged" not in suite_mod.markdown(result)
+
+
+def test_every_registered_suite_explains_its_flags():
+    from emofusion.evaluation.flag_notes import FLAG_NOTES
+    from emofusion.evaluation.suite import list_suites
+
+    missing = sorted(set(list_suites()) - set(FLAG_NOTES))
+    assert not missing, f"suites without a flag explanation in evaluation/flag_notes.py: {missing}"

@@ -64,6 +64,8 @@ class SuiteSpec:
     plot: Callable[[SuiteResult, Path], list[Path]] | None = None
     # metrics where lower is better (for marking the best value of each column)
     lower_is_better: Sequence[str] = ("mae", "mse", "mae_sum", "mse_sum")
+    # why cells of this suite may lose to a trivial baseline (printed under the tables when any is flagged)
+    flag_note: str = ""
 
 
 SUITES = Registry("benchmark suite")
@@ -503,6 +505,12 @@ def markdown(result: SuiteResult) -> str:
         if flagged:
             lines += [f"{FLAG} not better than the best trivial baseline on {metric}: " + ", ".join(flagged[:12])
                       + (f" and {len(flagged) - 12} more" if len(flagged) > 12 else "") + ".", ""]
+    if any(v for c in result.cells for v in c.get("flags", {}).values()):
+        from emofusion.evaluation.flag_notes import FLAG_NOTES
+
+        note = spec.flag_note.strip() or FLAG_NOTES.get(result.name.split(".")[0], "")
+        lines += [f"**Why cells are flagged {FLAG}.** " + (note or
+                  "No explanation recorded for this suite: treat a flagged cell as a model that did not learn."), ""]
     errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
     if errors:
         lines += ["Failed or missing runs:", ""]

@@ -167,6 +167,18 @@ class EmoFusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         # called before configure_optimizers on resume; applied there
         self._plateau_state = checkpoint.get("emofusion_plateau")
+        self._adopt_absent_mode(checkpoint.get("state_dict", {}))
+
+    def _adopt_absent_mode(self, state_dict: dict) -> None:
+        """A checkpoint written before learned absent tokens existed (emofusion < 0.1 session 3) has none: its
+        model was trained with absent modalities as zeros, so load it that way instead of failing."""
+        from emofusion.models.base import FusionModel
+
+        for name, sub in self.named_modules():
+            if isinstance(sub, FusionModel) and getattr(sub, "absent_mode", None) == "token":
+                prefix = f"{name}.absent_tokens." if name else "absent_tokens."
+                if not any(k.startswith(prefix) for k in state_dict):
+                    sub.set_absent_mode("zeros")
 
     @torch.no_grad()
     def predict_loader(self, loader) -> dict:

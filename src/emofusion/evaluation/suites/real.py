@@ -1,4 +1,4 @@
-"""The ``real`` suite: every applicable model on each real dataset in ``../shared/data/mfn_h5`` (ICT-MMMO:
+"""The ``real`` suite: every segment-level model on each real dataset in ``../shared/data/mfn_h5`` (ICT-MMMO:
 sentiment in [1, 5]; YouTube: 3 classes; audio + visual, the only modalities every split has), 3 seeds, the
 datasets' own splits, next to the closed-form trivial baselines of the same split and, when MMSA is
 installed (``pip install emofusion[peers]``), MMSA 2.2.1's own models trained on the same split, features and
@@ -121,12 +121,11 @@ RECIPE_VARIANTS = {
     "lr 3e-4": {"lr": 3e-4},
     "EMA 0.99": {"ema_decay": 0.99},
     "input noise 0.5": {"input_noise": 0.5},
-    "feature dropout 0.3": {"feature_dropout": 0.3},
 }
-RECIPE_MODELS = ["tfn", "mult", "rrnn", "early_fusion_lstm"]
+RECIPE_MODELS = ["tfn", "rrnn", "early_fusion_lstm"]
 
 
-@register_suite("mmmo-recipe", "training-recipe variants (LR, EMA, input noise, feature dropout) on ICT-MMMO A+V")
+@register_suite("mmmo-recipe", "training-recipe variants (LR, EMA, input noise) on ICT-MMMO A+V")
 def build_recipe(preset: str) -> SuiteSpec:
     folder = data_root() / "mfn_h5" / "mmmo"
     cells, notes = [], []
@@ -143,7 +142,7 @@ def build_recipe(preset: str) -> SuiteSpec:
         seeds=[0, 1, 2],
         title="ICT-MMMO (audio + visual): training-recipe variants",
         description=("The default recipe (docs/training.md) against the small-set regularisers it offers, "
-                     "4 models x 3 seeds on the MFN release's split. `val/mae` is the validation MAE of the "
+                     "3 models x 3 seeds on the MFN release's split. `val/mae` is the validation MAE of the "
                      "selected checkpoint (40 videos): the only number that may choose a variant; `mae` and "
                      "`pearson_r` are on the 80 test videos. " + " ".join(notes)).strip(),
     )
