@@ -170,3 +170,12 @@ def test_requeued_task_resumes_from_its_last_checkpoint(tmp_path, src_on_path, m
     assert record["metrics"]["test"]["mae"] == pytest.approx(fresh["metrics"]["test"]["mae"], rel=1e-6)
     # exact resume: the interrupted-and-requeued cell scores what the uninterrupted one does
     assert json.loads(Path(job.cache_path).read_text())["status"] == "ok"
+
+
+def test_local_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
+    from emofusion.cli import main
+
+    assert main(["benchmark", "synthetic-fusion", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[synthetic-fusion]" in out and "0 cached" in out and "to train" in out
+    assert not list(tmp_path.rglob("*.json"))  # no run, no cache entry, no report

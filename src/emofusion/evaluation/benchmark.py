@@ -160,6 +160,18 @@ def cmd_benchmark(args) -> int:
         for name in names:
             submit_suite(name, args.preset, args.seeds, out, args.launcher, options_from_args(args))
         return 0
+    if args.dry_run:  # local: the plan only (cells, runs, cached), nothing trained or written
+        from emofusion.evaluation.suite import _cached, _resolve_seeds, plan_jobs
+
+        for name in names:
+            if args.skip and name in args.skip.split(","):
+                continue
+            spec = get_suite(name, args.preset)
+            planned = plan_jobs(spec, _resolve_seeds(spec, args.seeds), out)
+            todo = [j for j in planned if _cached(j) is None]
+            print(f"[{name}] {len(spec.cells)} cells, {len(planned)} training runs, {len(planned) - len(todo)} "
+                  f"cached, {len(todo)} to train")
+        return 0
     failed = []
     for name in names:
         if args.skip and name in args.skip.split(","):

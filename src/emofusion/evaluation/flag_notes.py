@@ -5,7 +5,7 @@ every explanation the results page can give; no numbers here (the tables hold th
 from __future__ import annotations
 
 QUICK_SMOKE = (
-    "The quick preset is a smoke test of the pipeline (1 seed, small synthetic sets, a few epochs): the "
+    "The quick preset is a smoke test of the pipeline (small synthetic sets, a few epochs): the "
     "single-view rows and some fused rows have not learned yet. The full preset (`--preset full --seeds 3`) is "
     "the measurement; its table, when run, appears beside this one."
 )

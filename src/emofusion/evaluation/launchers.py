@@ -245,7 +245,7 @@ def add_arguments(p) -> None:
     g.add_argument("--slurm-setup", action="append", default=[],
                    help="shell line run before each task, e.g. 'source .venv/bin/activate' (repeatable)")
     g.add_argument("--no-wait", action="store_true", help="submit and return; re-run to gather the results")
-    g.add_argument("--dry-run", action="store_true", help="with --launcher slurm: write the sbatch script only")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (runs, cached, to train) without training; with --launcher slurm: write the sbatch script only")
 
 
 def options_from_args(args) -> LauncherOptions:
