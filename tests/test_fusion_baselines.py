@@ -384,3 +384,13 @@ def test_mfn_gated_memory_backward_passes_gradcheck():
     args = (rand(b, t, h1 + h2), torch.tanh(rand(b, t, mem)).detach().requires_grad_(), mask)
     args += (rand(h1 + h2, mem), rand(mem, h1), rand(mem), rand(mem, h2), rand(mem), keep1, None)
     assert torch.autograd.gradcheck(lambda *a: GatedMemory.apply(*a), args, eps=1e-6, atol=1e-5)
+
+
+def test_a_per_modality_option_without_numbers_is_refused():
+    # YAML reads {audio:32,visual:128} (no spaces) as keys "audio:32" with no value: a silent default before
+    from emofusion.models.tfn import _per_modality
+
+    with pytest.raises(ValueError, match=r"hidden_dims: every value must be a number.*space after each colon"):
+        _per_modality({"audio:32": None, "visual:128": None}, ["audio", "visual"], "hidden_dims")
+    assert _per_modality({"audio": 32, "text": 4}, ["audio", "visual"], "hidden_dims", {"visual": 128}) == {
+        "audio": 32, "visual": 128}

@@ -38,6 +38,11 @@ def _per_modality(value, modalities, name: str, default: dict | None = None, fal
     A mapping may name modalities the model was not built with (one config serves every modality subset).
     """
     if isinstance(value, dict):
+        bad = {k: v for k, v in value.items() if isinstance(v, bool) or not isinstance(v, int | float)}
+        if bad:  # YAML reads "{audio:32}" (no space after the colon) as the key "audio:32" with no value
+            hint = " (in YAML flow mappings put a space after each colon: {audio: 32})" if any(
+                ":" in str(k) for k in bad) else ""
+            raise ValueError(f"{name}: every value must be a number, got {bad}{hint}")
         return {m: value.get(m, (default or {}).get(m, fallback)) for m in modalities}
     if value is None:
         return {m: (default or {}).get(m, fallback) for m in modalities}
