@@ -225,3 +225,17 @@ def test_shared_ids_exact_and_prefix():
     k2, _ = A.shared_ids([["ab", "abc", "x"], ["abc", "x"]], prefix_drop=True)
     assert k2[0] == {"x"}
     assert A.SDK_EPSILON == 1e-5 and A.SDK_EPSILON_2019 == 1e-3
+
+
+def test_plain_mean_divides_each_group_by_its_own_count():
+    # two groups of unequal size (2 and 3 rows), several columns, and a 3-d tail
+    rows = np.arange(15.0).reshape(5, 3) ** 1.5
+    starts, counts = np.array([0, 2]), np.array([2, 3])
+    out = A.plain_mean(rows, starts, counts)
+    np.testing.assert_array_equal(out, np.stack([np.average(rows[:2], axis=0), np.average(rows[2:], axis=0)]))
+    cube = rows.reshape(5, 3, 1).repeat(2, axis=2)
+    out3 = A.plain_mean(cube, starts, counts)
+    np.testing.assert_allclose(out3[..., 1], out, rtol=1e-15)
+    # an empty group stays zero and does not shift the others
+    out_e = A.plain_mean(rows, np.array([0, 2, 2]), np.array([2, 0, 3]))
+    np.testing.assert_array_equal(out_e[[0, 2]], out) and np.testing.assert_array_equal(out_e[1], 0.0)

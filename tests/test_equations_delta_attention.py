@@ -227,3 +227,56 @@ def test_extra_layers_are_post_norm_transformer_layers():
         h = layer_norm(blk["norm2"], h + f)
         want = layer_norm(enc.norm, delta_attention(enc.final, h))
         torch.testing.assert_close(ys["audio"][b, :L], want, atol=1e-5, rtol=1e-4)
+
+
+def test_every_encoder_option_reaches_the_encoders():
+    opts = dict(d_ch=6, num_heads=3, d_k=2, d_o=7, kernel_size={"text": 1, "audio": 5, "visual": 3}, window=3,
+                use_delta=True, num_layers=2, dropout=0.3, max_relative_position=9)
+    model = create_model("delta_attention", DIMS, TASK, **opts)
+    for m in DIMS:
+        enc = model.unimodal[m]
+        assert enc.conv.conv.out_channels == 6 and enc.conv.conv.kernel_size == (opts["kernel_size"][m],)
+        assert enc.final.attn.num_heads == 3 and enc.final.attn.head_dim == 2 and enc.final.d_k == 2
+        assert enc.norm.normalized_shape == (7,) and enc.final.window == 3 and enc.final.max_offset == 3
+        assert len(enc.blocks) == 1 and enc.dropout.p == 0.3 and enc.final.rel_pos is not None
+    inf = create_model("delta_attention", DIMS, TASK, **{**opts, "window": "inf", "use_delta": False})
+    assert inf.unimodal["audio"].final.window is None and inf.unimodal["audio"].final.max_offset == 9
+    assert inf.unimodal["audio"].final.rel_pos is None
+
+
+def test_returned_delta_attention_is_the_last_layer_and_reconstruction_is_literal():
+    torch.manual_seed(7)
+    opts = {**SMALL, "num_layers": 2, "recon_weight": 0.5, "return_attention": True}
+    model = create_model("delta_attention", DIMS, TASK, **opts).eval()
+    x = inputs(seed=2)
+    out = model(x)
+    # last (eq. 12) layer's weights, not the first block's
+    for m in DIMS:
+        enc = model.unimodal[m]
+        h = enc.conv(x[m][0], x[m][1])
+        h1, _ = enc.blocks[0]["attn"](h, x[m][1], False)
+        h = enc.blocks[0]["norm1"](h + h1)
+        h = enc.blocks[0]["norm2"](h + enc.blocks[0]["ff"](h)) * x[m][1].unsqueeze(-1)
+        _, w_last = enc.final(h, x[m][1], True)
+        torch.testing.assert_close(out.extras["delta_attention"][m], w_last)
+    # reconstruction aux: recon_weight * mean over modalities of the masked mean squared error to Y_M
+    errs = []
+    for m in DIMS:
+        ys, yh = out.extras["representations"][m], out.extras["correlated"][m]
+        rec = model.dcca_dec[m](yh, x[m][1])
+        per_sample = []
+        for b in range(2):
+            L = LENGTHS[m][b]
+            per_sample.append(((rec[b, :L] - ys[b, :L]) ** 2).mean(0))
+        errs.append(torch.stack(per_sample).mean())
+    torch.testing.assert_close(out.aux_losses["reconstruction"], 0.5 * torch.stack(errs).mean())
+
+
+def test_delta_encoder_defaults():
+    from emofusion.models.delta_attention import DeltaEncoder
+
+    enc = DeltaEncoder(5)  # documented defaults of the building block (the model passes its own sizes)
+    assert enc.conv.conv.out_channels == 32 and enc.conv.conv.kernel_size == (3,) and enc.norm.normalized_shape == (64,)
+    assert enc.final.attn.num_heads == 4 and enc.final.d_k == 32 and enc.final.window == 8 and len(enc.blocks) == 0
+    assert enc.final.rel_pos is not None and enc.dropout.p == 0.1
+    assert DeltaEncoder(5, window="inf").final.max_offset == 32

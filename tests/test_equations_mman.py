@@ -197,3 +197,30 @@ def test_attention_sizes_follow_the_options():
 def test_standardisation_layers_are_registered():
     net = create_model("clstm_mma", DIMS, TASK, d_model=4)
     assert {"standardise.audio.0.weight", "standardise.text.0.bias"} <= set(net.state_dict())
+
+
+def test_clstm_lf_defaults_and_stages(tmp_path):
+    # no `unimodal` options: the sub-networks take their defaults (bidirectional follows the model's flag)
+    net = create_model("clstm_lf", DIMS, TASK, bidirectional=True)
+    assert all(net.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS) and net.stage == "joint"
+    with pytest.raises(ValueError, match="stage"):
+        create_model("clstm_lf", DIMS, TASK, stage="both")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_model("clstm_lf", DIMS, TASK, stage="fusion")
+    # pretrained weights given for one sub-network are loaded into it
+    torch.manual_seed(0)
+    donor = create_model("clstm_unimodal", DIMS, TASK, modality="audio")
+    torch.save(donor.state_dict(), tmp_path / "audio.pt")
+    net = create_model("clstm_lf", DIMS, TASK, pretrained={"audio": str(tmp_path / "audio.pt")})
+    for k, v in donor.state_dict().items():
+        torch.testing.assert_close(net.subnets["audio"].state_dict()[k], v)
+
+
+def test_pretrained_path_that_is_an_empty_folder_is_reported(tmp_path):
+    from emofusion.models.mman import load_state
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_state(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_state(tmp_path / "missing.pt")
