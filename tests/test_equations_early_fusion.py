@@ -253,3 +253,11 @@ def test_overlap_resample_padded_targets_are_zero():
     mask = torch.ones(1, 6, dtype=torch.bool)
     out = overlap_resample(v, mask, torch.tensor([3]), 5)
     assert out[0, :3, 0].tolist() == [1.5, 3.5, 5.5] and out[0, 3:, 0].tolist() == [0.0, 0.0]
+
+
+def test_tuning_grid_is_section_4_4s():
+    # §4.4: 1-3 recurrent layers, 1-3 fully-connected layers, dropout {0.1, 0.2}, maxlen in {15, 20, 25, 30}
+    for name in ("ef_lstm", "ef_blstm"):
+        model = create_model(name, {"text": 3, "audio": 2}, emotion_intensity_task())
+        assert model.search_space == {"num_layers": [1, 2, 3], "fc_layers": [1, 2, 3], "dropout": [0.1, 0.2],
+                                      "maxlen": [15, 20, 25, 30]}
