@@ -103,3 +103,18 @@ def test_model_objective_on_random_and_identical_batches():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_multiview_cca_is_the_mean_over_distinct_pairs():
+    from emofusion.models.delta_attention import multiview_cca
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    views = [torch.cat([z, torch.randn(200, 2, generator=g, dtype=torch.float64)], 1) * s for s in (1.0, 2.0, 0.5)]
+    views[2] = torch.randn(200, 4, generator=g, dtype=torch.float64)  # one view unrelated to the others
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    want = sum(float(canonical_correlations(views[i], views[j]).mean()) for i, j in pairs) / 3
+    assert float(multiview_cca(views)) == pytest.approx(want, rel=1e-9)
+    assert float(multiview_cca(views[:2])) == pytest.approx(float(canonical_correlations(*views[:2]).mean()))
+    with pytest.raises(ValueError):
+        multiview_cca(views[:1])
