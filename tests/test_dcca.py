@@ -118,3 +118,20 @@ def test_multiview_cca_is_the_mean_over_distinct_pairs():
     assert float(multiview_cca(views[:2])) == pytest.approx(float(canonical_correlations(*views[:2]).mean()))
     with pytest.raises(ValueError):
         multiview_cca(views[:1])
+
+
+def test_cca_aux_loss_only_with_a_positive_weight():
+    torch.manual_seed(0)
+    dims = {"text": 5, "audio": 4, "visual": 3}
+    small = dict(d_ch=6, num_heads=2, d_o=5, d_r=3, dcca_hidden=4, d_t=4, dropout=0.0, cca_momentum=0.0)
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(6, 7, dtype=torch.bool)
+    x = {m: ModalityTensor(torch.randn(6, 7, d, generator=g), mask) for m, d in dims.items()}
+    on = create_model("delta_attention", dims, emotion_intensity_task(), cca_weight=0.3, **small).eval()
+    out = on(x)
+    torch.testing.assert_close(out.aux_losses["cca"], -0.3 * out.extras["cca_correlation"])
+    off = create_model("delta_attention", dims, emotion_intensity_task(), cca_weight=0.0, **small).eval()
+    out_off = off(x)
+    assert "cca" not in out_off.aux_losses and "cca_correlation" in out_off.extras
+    with pytest.raises(ValueError, match="expects values"):
+        off({**x, "audio": ModalityTensor(torch.randn(6, 7, 2), mask)})  # inputs are validated

@@ -261,3 +261,39 @@ def test_tuning_grid_is_section_4_4s():
         model = create_model(name, {"text": 3, "audio": 2}, emotion_intensity_task())
         assert model.search_space == {"num_layers": [1, 2, 3], "fc_layers": [1, 2, 3], "dropout": [0.1, 0.2],
                                       "maxlen": [15, 20, 25, 30]}
+
+
+def _one(x, i):
+    out = {}
+    for m, (v, mask) in x.items():
+        n = max(int(mask[i].sum()), 0)
+        out[m] = ModalityTensor(v[i : i + 1, : max(n, 1)] if n else v[i : i + 1, :0], mask[i : i + 1, :n])
+    return out
+
+
+@pytest.mark.parametrize("absent", ["token", "zeros"])
+@pytest.mark.parametrize("align_to", ["text", None])
+def test_missing_streams_batch_equals_samples_one_by_one(align_to, absent):
+    # sample 0 has no text (the reference), sample 1 no audio, sample 2 only visual frames, sample 3 nothing
+    torch.manual_seed(9)
+    model = prepare(create_model("ef_lstm", DIMS, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, align_to=align_to,
+                                 absent=absent))
+    g = torch.Generator().manual_seed(4)
+    lens = {"text": [0, 3, 0, 0], "audio": [5, 0, 0, 0], "visual": [2, 4, 3, 0]}
+    x = {}
+    for m, ls in lens.items():
+        steps = max(ls)
+        x[m] = ModalityTensor(torch.randn(4, steps, DIMS[m], generator=g) + 2.0,
+                              torch.arange(steps)[None] < torch.tensor(ls)[:, None])
+    batch = model(x).prediction
+    assert torch.isfinite(batch).all()
+    for i in range(4):
+        torch.testing.assert_close(batch[i], model(_one(x, i)).prediction[0], atol=1e-5, rtol=1e-4)
+
+
+def test_cut_or_pad_of_an_empty_stream_keeps_the_feature_size():
+    from emofusion.models.early_fusion import cut_or_pad
+
+    values = torch.zeros(2, 0, 3)
+    out, mask = cut_or_pad(values, torch.zeros(2, 0, dtype=torch.bool), 4)
+    assert out.shape == (2, 4, 3) and not mask.any()

@@ -224,3 +224,50 @@ def test_pretrained_path_that_is_an_empty_folder_is_reported(tmp_path):
         load_state(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_state(tmp_path / "missing.pt")
+
+
+def test_load_state_finds_the_run_folders_weights(tmp_path):
+    from emofusion.models.mman import STATE_FILE, load_state
+
+    torch.manual_seed(1)
+    net = create_model("clstm_unimodal", DIMS, TASK, modality="text")
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(net.state_dict(), run / STATE_FILE)
+    state = load_state(run)
+    assert set(state) == set(net.state_dict())
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+
+
+def test_late_fusion_registers_its_subnetworks():
+    net = create_model("clstm_lf", DIMS, TASK)
+    keys = set(net.state_dict())
+    assert all(any(k.startswith(f"subnets.{m}.") for k in keys) for m in DIMS)
+    n_sub = sum(p.numel() for p in net.subnets.parameters())
+    own = sum(p.numel() for p in net.fusion.parameters()) + sum(p.numel() for p in net.absent_tokens)
+    assert n_sub > 0 and net.num_parameters() == n_sub + own
+
+
+def test_clstm_mma_without_attention_is_the_clstm_over_the_standardised_inputs():
+    torch.manual_seed(6)
+    net = create_model("clstm_mma", DIMS, TASK, attention=False, d_model=4, hidden_dim=3, dense_dim=4,
+                       dropout=0.0).eval()
+    assert net.attention is None
+    x = inputs(6)
+    out = net(x)
+    for b in range(2):
+        L = LENS[b]
+        steps = [torch.cat([net.standardise[m](x[m][0][b, t][None])[0] for m in DIMS]) for t in range(L)]
+        torch.testing.assert_close(out.prediction[b, :L], torch.stack(clstm(net.clstm, steps)), atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_mman_passes_its_sub_network_options_through():
+    net = create_model("mman", DIMS, TASK, mma={"d_model": 4, "d_k": 3, "hidden_dim": 5},
+                       unimodal={"hidden_dim": 6}, bidirectional=True)
+    mma = net.subnets["mma"]
+    assert mma.attention.d_k == 3 and mma.attention.query["audio"].out_features == 3
+    assert mma.clstm.encoder.lstm.hidden_size == 5 and mma.clstm.encoder.lstm.bidirectional
+    assert all(net.subnets[m].clstm.encoder.lstm.hidden_size == 6 for m in DIMS)
+    assert all(net.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS)
