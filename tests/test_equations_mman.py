@@ -271,3 +271,17 @@ def test_mman_passes_its_sub_network_options_through():
     assert mma.clstm.encoder.lstm.hidden_size == 5 and mma.clstm.encoder.lstm.bidirectional
     assert all(net.subnets[m].clstm.encoder.lstm.hidden_size == 6 for m in DIMS)
     assert all(net.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS)
+
+
+def test_subnetwork_specs_match_the_models_sub_networks():
+    from emofusion.models.mman import subnetwork_specs
+
+    opts = {"mma": {"d_model": 4}, "unimodal": {"hidden_dim": 6}, "bidirectional": True}
+    specs = subnetwork_specs("mman", list(DIMS), opts)
+    assert list(specs) == ["mma", *DIMS]
+    assert specs["mma"] == ("clstm_mma", {"bidirectional": True, "d_model": 4})
+    assert all(specs[m][0] == "clstm_unimodal" and specs[m][1]["modality"] == m for m in DIMS)
+    lf = subnetwork_specs("clstm_lf", list(DIMS), opts)
+    assert list(lf) == list(DIMS)
+    with pytest.raises(ValueError, match="no sub-networks"):
+        subnetwork_specs("clstm_mma", list(DIMS), opts)

@@ -249,3 +249,14 @@ def test_lsthm_step_without_z_is_a_plain_lstm_step():
     torch.testing.assert_close(h1, sig(o) * torch.tanh(c_want))
     z = torch.randn(3, 5, generator=g)
     assert not torch.allclose(bank.step(pre_x, h, c, z)[1], c1)  # with z the term is added
+
+
+def test_empty_inputs_give_empty_highlight_extras_of_the_right_width():
+    torch.manual_seed(0)
+    dims = {"text": 3, "audio": 2}
+    model = create_model("rmfn", dims, classification_task(("a", "b")), hidden_dim=4, stages=2, fuse_dim=5,
+                         z_dim=3, summarize_dim=6, head_dim=4, absent="zeros").eval()
+    x = {m: ModalityTensor(torch.zeros(2, 0, d), torch.zeros(2, 0, dtype=torch.bool)) for m, d in dims.items()}
+    out = model(x)
+    assert out.extras["highlight"].shape == (2, 0, 2, 2 * 4) and out.extras["z"].shape == (2, 0, 3)
+    assert torch.isfinite(out.prediction).all()
