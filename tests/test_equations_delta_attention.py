@@ -280,3 +280,22 @@ def test_delta_encoder_defaults():
     assert enc.final.attn.num_heads == 4 and enc.final.d_k == 32 and enc.final.window == 8 and len(enc.blocks) == 0
     assert enc.final.rel_pos is not None and enc.dropout.p == 0.1
     assert DeltaEncoder(5, window="inf").final.max_offset == 32
+
+
+def test_saved_stage_outputs_round_trip(tmp_path):
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.data.registry import load_dataset
+    from emofusion.models.delta_attention import save_stage_outputs
+
+    rec = {s: [Sample(f"{s}{i}", {"text": np.full((2, 3), i, np.float32)}, np.array([i], np.int64), "spk")
+               for i in range(2)] for s in ("train", "val", "test")}
+    path = save_stage_outputs(tmp_path / "stage.pt", TASK, {"text": 3}, rec)
+    bundle = load_dataset(f"paper002-saved:{path}")
+    assert [s.id for s in bundle.test] == ["test0", "test1"] and bundle.modality_dims == {"text": 3}
+    np.testing.assert_array_equal(bundle.train[1].features["text"], rec["train"][1].features["text"])
+    with pytest.raises(ValueError, match="takes no options"):
+        load_dataset(f"paper002-saved:{path}", n_train=3)
+    with pytest.raises(FileNotFoundError):
+        load_dataset(f"paper002-saved:{tmp_path / 'missing.pt'}")
