@@ -82,3 +82,17 @@ def test_paper002_aligned_column_uses_the_stacked_view():
         assert aligned and all(c.config["dataset"] == "synthetic:aligned" for c in aligned)
         assert all(c.config["dataset_options"]["alignment"] == "stacked" for c in aligned)
         assert all("alignment" not in c.config["dataset_options"] for c in spec.cells if c.column == "unaligned")
+
+
+def test_a_single_word_and_one_dimensional_features():
+    from emofusion.data.alignment import align_sdk, frames_per_reference
+
+    word = np.array([[0.0, 1.0]])
+    frames = np.array([[0.0, 0.5], [0.5, 1.0], [1.5, 2.0]])
+    assert frames_per_reference(word, frames).tolist() == [2]
+    out, mask = stack_to_reference(word, frames, np.array([[1.0], [2.0], [3.0]]), slots=3)
+    assert out[:, 0].tolist() == [1.0, 2.0, 0.0] and mask.tolist() == [True, True, False]
+    # features stored 1-d (one value per frame) are read as [N, 1]
+    _, al, _ = align_sdk({"v": (word, np.array([[5.0]]))}, {"a": {"v": (frames, np.array([1.0, 3.0, 9.0]))}})
+    iv, ft = al["a"]["v[0]"]
+    assert ft.shape == (1, 1) and float(ft[0, 0]) == 2.0
