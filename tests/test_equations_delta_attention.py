@@ -299,3 +299,12 @@ def test_saved_stage_outputs_round_trip(tmp_path):
         load_dataset(f"paper002-saved:{path}", n_train=3)
     with pytest.raises(FileNotFoundError):
         load_dataset(f"paper002-saved:{tmp_path / 'missing.pt'}")
+
+
+def test_table1_settings_are_the_papers():
+    from emofusion.models.delta_attention import TABLE1
+
+    # paper 002, Table 1 (Adam): epochs, learning rate, mini-batch size, weight decay per module
+    paper = {"selfattn_text": (10, 1e-6, 32, 1e-4), "selfattn_visual": (10, 1e-5, 8, 1e-4),
+             "selfattn_audio": (10, 1e-5, 8, 1e-4), "dcca": (100, 2e-4, 4, 1e-6), "crossattn": (5, 1e-5, 8, 1e-6)}
+    assert {k: (v["max_epochs"], v["lr"], v["batch_size"], v["weight_decay"]) for k, v in TABLE1.items()} == paper
