@@ -272,23 +272,30 @@ def _one(x, i):
 
 
 @pytest.mark.parametrize("absent", ["token", "zeros"])
-@pytest.mark.parametrize("align_to", ["text", None])
-def test_missing_streams_batch_equals_samples_one_by_one(align_to, absent):
+@pytest.mark.parametrize("with_text", [True, False], ids=["align-to-text", "shortest-stream"])
+def test_missing_streams_batch_equals_samples_one_by_one(with_text, absent):
     # sample 0 has no text (the reference), sample 1 no audio, sample 2 only visual frames, sample 3 nothing
     torch.manual_seed(9)
-    model = prepare(create_model("ef_lstm", DIMS, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, align_to=align_to,
-                                 absent=absent))
+    dims = DIMS if with_text else {"audio": 2, "visual": 2}
+    model = prepare(create_model("ef_lstm", dims, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, absent=absent,
+                                 batch_norm=False))
+    assert model.fusion.align_to == ("text" if with_text else None)
     g = torch.Generator().manual_seed(4)
     lens = {"text": [0, 3, 0, 0], "audio": [5, 0, 0, 0], "visual": [2, 4, 3, 0]}
     x = {}
-    for m, ls in lens.items():
-        steps = max(ls)
-        x[m] = ModalityTensor(torch.randn(4, steps, DIMS[m], generator=g) + 2.0,
-                              torch.arange(steps)[None] < torch.tensor(ls)[:, None])
-    batch = model(x).prediction
-    assert torch.isfinite(batch).all()
+    for m in dims:
+        steps = max(lens[m])
+        x[m] = ModalityTensor(torch.randn(4, steps, dims[m], generator=g),
+                              torch.arange(steps)[None] < torch.tensor(lens[m])[:, None])
+    out = model(x)
+    assert torch.isfinite(out.prediction).all()
     for i in range(4):
-        torch.testing.assert_close(batch[i], model(_one(x, i)).prediction[0], atol=1e-5, rtol=1e-4)
+        one = model(_one(x, i))
+        torch.testing.assert_close(out.prediction[i], one.prediction[0], atol=1e-5, rtol=1e-4)
+        n = int(one.extras["fused_mask"][0].sum())
+        assert int(out.extras["fused_mask"][i].sum()) == n  # the same time axis as alone
+    if with_text and absent == "token":  # sample 0: the shortest present stream (visual, 2 steps) is the axis
+        assert int(out.extras["fused_mask"][0].sum()) == 2
 
 
 def test_cut_or_pad_of_an_empty_stream_keeps_the_feature_size():
