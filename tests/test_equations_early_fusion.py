@@ -304,3 +304,15 @@ def test_cut_or_pad_of_an_empty_stream_keeps_the_feature_size():
     values = torch.zeros(2, 0, 3)
     out, mask = cut_or_pad(values, torch.zeros(2, 0, dtype=torch.bool), 4)
     assert out.shape == (2, 4, 3) and not mask.any()
+
+
+def test_random_baseline_other_task_kinds():
+    from emofusion.tasks import TaskSpec
+
+    ml = create_model("random_baseline", {"audio": 2}, TaskSpec("multilabel_binary", ("x", "y", "z")), seed=1)
+    x = {"audio": ModalityTensor(torch.zeros(400, 1, 2), torch.ones(400, 1, dtype=torch.bool))}
+    logits = ml(x).prediction
+    assert set(logits.unique().tolist()) == {-1.0, 1.0}  # presence logits +-1 (probability sigmoid(1) or 1 - it)
+    assert 0.4 < float((logits > 0).float().mean()) < 0.6
+    cls = create_model("random_baseline", {"audio": 2}, TASK, seed=1)(x).prediction
+    assert torch.all(cls.sum(1) == 1) and set(cls.unique().tolist()) == {0.0, 1.0}
