@@ -135,3 +135,11 @@ def test_cca_aux_loss_only_with_a_positive_weight():
     assert "cca" not in out_off.aux_losses and "cca_correlation" in out_off.extras
     with pytest.raises(ValueError, match="expects values"):
         off({**x, "audio": ModalityTensor(torch.randn(6, 7, 2), mask)})  # inputs are validated
+
+
+def test_running_sums_are_float64():
+    cca = RunningCCA(3, 4)
+    assert all(b.dtype == torch.float64 for b in cca.buffers()) and len(list(cca.buffers())) == 3 * 4
+    one = RunningCCA(2, 3, momentum=0.0)
+    out = one([torch.randn(1, 3), torch.randn(1, 3)])  # one sample: no covariance, no correlation
+    assert out.dtype == torch.float64 and float(out) == 0.0

@@ -308,3 +308,15 @@ def test_table1_settings_are_the_papers():
     paper = {"selfattn_text": (10, 1e-6, 32, 1e-4), "selfattn_visual": (10, 1e-5, 8, 1e-4),
              "selfattn_audio": (10, 1e-5, 8, 1e-4), "dcca": (100, 2e-4, 4, 1e-6), "crossattn": (5, 1e-5, 8, 1e-6)}
     assert {k: (v["max_epochs"], v["lr"], v["batch_size"], v["weight_decay"]) for k, v in TABLE1.items()} == paper
+
+
+def test_model_defaults_are_the_documented_ones():
+    from emofusion.tasks import emotion_intensity_task
+
+    m = create_model("delta_attention", DIMS, emotion_intensity_task())
+    enc = m.unimodal["audio"]
+    assert enc.conv.conv.out_channels == 64 and enc.final.attn.num_heads == 4 and enc.norm.normalized_shape == (128,)
+    assert enc.final.window == 8 and enc.final.d_k == 64 and len(enc.blocks) == 0 and enc.dropout.p == 0.1
+    assert m.d_r == 16 and m.d_t == 32 and m.cca_weight == 0.1 and m.recon_weight == 0.0
+    assert m.cca_pairing == "frames" and m.fused_pooling == "modality" and m.fused_attn.num_heads == 1
+    assert m.cca.momentum == 0.9 and m.cca.eps == 1e-3 and not m.eq17
