@@ -96,3 +96,12 @@ def test_a_single_word_and_one_dimensional_features():
     _, al, _ = align_sdk({"v": (word, np.array([[5.0]]))}, {"a": {"v": (frames, np.array([1.0, 3.0, 9.0]))}})
     iv, ft = al["a"]["v[0]"]
     assert ft.shape == (1, 1) and float(ft[0, 0]) == 2.0
+
+
+def test_frames_per_reference_with_one_frame():
+    from emofusion.data.alignment import frames_per_reference
+
+    words = np.array([[0.0, 1.0], [1.0, 2.0]])
+    assert frames_per_reference(words, np.array([[1.25, 1.5]])).tolist() == [0, 1]
+    assert frames_per_reference(words, np.zeros((0, 2))).tolist() == [0, 0]
+    assert frames_per_reference(np.zeros((0, 2)), np.array([[1.25, 1.5]])).tolist() == []

@@ -320,3 +320,44 @@ def test_model_defaults_are_the_documented_ones():
     assert m.d_r == 16 and m.d_t == 32 and m.cca_weight == 0.1 and m.recon_weight == 0.0
     assert m.cca_pairing == "frames" and m.fused_pooling == "modality" and m.fused_attn.num_heads == 1
     assert m.cca.momentum == 0.9 and m.cca.eps == 1e-3 and not m.eq17
+
+
+@pytest.mark.parametrize("variant", ["full", "dcca", "unimodal"])
+def test_eq17_softmax_head_on_intensities(variant):
+    from emofusion.tasks import emotion_intensity_task
+
+    torch.manual_seed(4)
+    task = emotion_intensity_task()
+    opts = {**SMALL, "variant": variant, **({"modality": "audio"} if variant == "unimodal" else {})}
+    model = create_model("delta_attention", DIMS, task, eq17=True, **opts).eval()
+    plain = create_model("delta_attention", DIMS, task, **opts).eval()
+    plain.load_state_dict(model.state_dict())
+    x = inputs()
+    out = model(x)
+    logits = out.extras["class_logits"]
+    assert logits.shape == (2, 6) and model.default_loss == "dominant_ce"
+    torch.testing.assert_close(out.prediction, torch.softmax(logits, -1))  # eq. 17
+    # the same linear head: the regression model bounds the very logits the softmax head normalises
+    torch.testing.assert_close(plain(x).prediction, plain.bound_output(logits))
+    assert float(plain(x).prediction.min()) >= 0.0 and float(plain(x).prediction.max()) <= 3.0
+    if variant == "full":
+        want, _, _ = reference(model, x)
+        torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="eq17"):
+        create_model("delta_attention", DIMS, classification_task(("a", "b")), eq17=True, **opts)
+
+
+def test_stage_outputs_are_cut_back_per_sample_in_order():
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.models.delta_attention import _stage_outputs
+
+    g = np.random.default_rng(0)
+    samples = [Sample(f"s{i}", {"audio": g.normal(size=(n, 4)).astype(np.float32)}, np.zeros(1), "spk")
+               for i, n in enumerate([3, 5, 2, 4, 1])]
+    out = _stage_outputs(lambda inp: {"audio": inp["audio"].values * 2.0}, samples, ["audio"], batch_size=2)
+    assert [s.id for s in out] == [s.id for s in samples]
+    for s, o in zip(samples, out):
+        assert o.features["audio"].dtype == np.float32
+        np.testing.assert_array_equal(o.features["audio"], 2.0 * s.features["audio"])

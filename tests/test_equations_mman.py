@@ -174,6 +174,8 @@ def test_defaults_are_the_papers():
     assert u.clstm.encoder.lstm.num_layers == 2 and u.clstm.encoder.lstm.hidden_size == 64
     mm = create_model("mman", DIMS, TASK)
     assert mm.fuse_input == "probs" and mm.stage == "joint"
+    assert not mm.subnets["mma"].clstm.encoder.lstm.bidirectional
+    assert not any(mm.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS)
 
 
 def test_context_lstm_dropout_acts_in_training_only():

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from emofusion.data.registry import load_dataset
-from emofusion.models import create_model
-from emofusion.tasks import classification_task, emotion_intensity_task
+from emofusion.tasks import emotion_intensity_task
 from emofusion.training.losses import task_loss
 
 TINY = {"n_train": 20, "n_val": 6, "n_test": 5, "max_words": 8}
@@ -82,34 +81,6 @@ def test_refit_runner_retrains_on_train_plus_val_for_the_selected_steps(tmp_path
     assert report["splits"]["train"]["samples"] == 26  # 20 train + 6 val samples in the refit's training split
     assert report["splits"]["test"]["samples"] == 5
     assert set(record["evaluations"]) == {"clean"} and "mae" in record["evaluations"]["clean"]
-
-
-SMALL = dict(d_ch=6, num_heads=2, d_k=3, d_o=5, d_r=3, dcca_hidden=4, d_t=4, window=2, max_relative_position=3,
-             dropout=0.0, kernel_size=3, dcca_kernel=3, cca_weight=0.0)
-
-
-@pytest.mark.parametrize("variant", ["full", "dcca", "unimodal"])
-def test_eq17_softmax_head_on_intensities(variant):
-    from test_equations_delta_attention import DIMS, inputs, reference
-
-    torch.manual_seed(4)
-    task = emotion_intensity_task()
-    opts = {**SMALL, "variant": variant, **({"modality": "audio"} if variant == "unimodal" else {})}
-    model = create_model("delta_attention", DIMS, task, eq17=True, **opts).eval()
-    plain = create_model("delta_attention", DIMS, task, **opts).eval()
-    plain.load_state_dict(model.state_dict())
-    x = inputs()
-    out = model(x)
-    logits = out.extras["class_logits"]
-    assert logits.shape == (2, 6) and model.default_loss == "dominant_ce"
-    torch.testing.assert_close(out.prediction, torch.softmax(logits, -1))  # eq. 17
-    # the logits are the linear head's raw outputs (the regression model squashes the same values)
-    if variant == "full":
-        want, _, _ = reference(model, x)
-        torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-4)
-    assert not torch.allclose(plain(x).prediction, out.prediction)
-    with pytest.raises(ValueError, match="eq17"):
-        create_model("delta_attention", DIMS, classification_task(("a", "b")), eq17=True, **opts)
 
 
 def test_dominant_class_cross_entropy():
