@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "models" / "params.md"
 MOSEI = {"text": 300, "audio": 74, "visual": 35}
-MODELS = ["mult", "delta_attention", "rrnn", "gca", "rmfn", "ef_lstm", "ef_blstm", "ef_cnn", "marn"]
+MODELS = ["mult", "delta_attention", "rrnn", "gca", "rmfn", "ef_lstm", "ef_blstm", "ef_cnn", "marn", "tfn", "lmf", "mfn"]
 
 
 def counts() -> dict[str, int]:

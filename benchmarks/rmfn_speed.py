@@ -19,7 +19,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from emofusion.data import load_dataset  # noqa: E402
-from speed_common import make_batches, measure  # noqa: E402
+from speed_common import GeneratedPage, make_batches, measure  # noqa: E402
 
 
 def model_specs(hidden: int) -> dict[str, tuple[str, dict]]:
@@ -41,25 +41,27 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="also write the output as a generated page (docs/models/...)")
     args = parser.parse_args(argv)
     if args.quick:
         args.hidden, args.batches, args.repeats = 32, 4, 1
     torch.set_num_threads(args.threads)
-    n = args.batch_size * args.batches
-    bundle = load_dataset("synthetic:aligned", n_train=n, n_val=1, n_test=1, corrupt=False, seed=0)
-    data = make_batches(bundle, args.batch_size, args.batches)
-    steps = sum(int(x.length("text")) for x in bundle.train) / len(bundle.train)
-    print(
-        f"synthetic:aligned, {n} training samples, mean {steps:.1f} word steps, batch {args.batch_size}, "
-        f"hidden {args.hidden}, {args.threads} thread(s)\n"
-    )
-    print("| model | params | train samples/s | inference samples/s |")
-    print("|---|---:|---:|---:|")
-    for label, (name, options) in model_specs(args.hidden).items():
-        train_rate, infer_rate, params = measure(
-            name, options, bundle, data, args.repeats, loss=torch.nn.functional.l1_loss
+    with GeneratedPage(args.out, "RMFN stage sweep: speed and parameters"):
+        n = args.batch_size * args.batches
+        bundle = load_dataset("synthetic:aligned", n_train=n, n_val=1, n_test=1, corrupt=False, seed=0)
+        data = make_batches(bundle, args.batch_size, args.batches)
+        steps = sum(int(x.length("text")) for x in bundle.train) / len(bundle.train)
+        print(
+            f"synthetic:aligned, {n} training samples, mean {steps:.1f} word steps, batch {args.batch_size}, "
+            f"hidden {args.hidden}, {args.threads} thread(s)\n"
         )
-        print(f"| {label} | {params:,} | {train_rate:.1f} | {infer_rate:.1f} |", flush=True)
+        print("| model | params | train samples/s | inference samples/s |")
+        print("|---|---:|---:|---:|")
+        for label, (name, options) in model_specs(args.hidden).items():
+            train_rate, infer_rate, params = measure(
+                name, options, bundle, data, args.repeats, loss=torch.nn.functional.l1_loss
+            )
+            print(f"| {label} | {params:,} | {train_rate:.1f} | {infer_rate:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

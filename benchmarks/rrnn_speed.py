@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from emofusion.data import load_dataset  # noqa: E402
-from speed_common import make_batches, measure  # noqa: E402
+from speed_common import GeneratedPage, make_batches, measure  # noqa: E402
 
 
 def model_specs(hidden: int, hops: int) -> dict[str, tuple[str, dict]]:
@@ -119,6 +119,7 @@ def main(argv=None):
     p.add_argument("--frontend", default='{"audio": 5, "visual": 2}', help="JSON {modality: stride}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", default=None, help="also write the speed table as a generated page (docs/models/...)")
     args = p.parse_args(argv)
     if args.frontend_accuracy:
         torch.set_num_threads(args.threads)
@@ -126,20 +127,21 @@ def main(argv=None):
     if args.quick:
         args.hidden, args.batch_size, args.batches, args.repeats = 32, 16, 4, 1
     torch.set_num_threads(args.threads)
-    bundle = load_dataset("synthetic", n_train=args.batch_size * args.batches, n_val=1, n_test=1, seed=0)
-    data = make_batches(bundle, args.batch_size, args.batches, clean=True)
-    steps = {m: np.mean([x.length(m) for x in bundle.train]) for m in bundle.modality_dims}
-    print(
-        f"synthetic (unaligned), batch {args.batch_size}, mean steps "
-        + ", ".join(f"{m} {s:.0f}" for m, s in steps.items())
-        + f"; hidden {args.hidden}/direction; {args.threads} thread(s); torch {torch.__version__}"
-    )
-    print("| model | params | train samples/s | inference samples/s |\n|---|---:|---:|---:|")
-    for label, (name, options) in model_specs(args.hidden, args.hops).items():
-        train, infer, params = measure(
-            name, options, bundle, data, args.repeats, loss=torch.nn.functional.mse_loss
+    with GeneratedPage(args.out, "RRNN fusion variants: speed and parameters"):
+        bundle = load_dataset("synthetic", n_train=args.batch_size * args.batches, n_val=1, n_test=1, seed=0)
+        data = make_batches(bundle, args.batch_size, args.batches, clean=True)
+        steps = {m: np.mean([x.length(m) for x in bundle.train]) for m in bundle.modality_dims}
+        print(
+            f"synthetic (unaligned), batch {args.batch_size}, mean steps "
+            + ", ".join(f"{m} {s:.0f}" for m, s in steps.items())
+            + f"; hidden {args.hidden}/direction; {args.threads} thread(s); torch {torch.__version__}"
         )
-        print(f"| {label} | {params:,} | {train:.1f} | {infer:.1f} |", flush=True)
+        print("| model | params | train samples/s | inference samples/s |\n|---|---:|---:|---:|")
+        for label, (name, options) in model_specs(args.hidden, args.hops).items():
+            train, infer, params = measure(
+                name, options, bundle, data, args.repeats, loss=torch.nn.functional.mse_loss
+            )
+            print(f"| {label} | {params:,} | {train:.1f} | {infer:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,64 @@ def measure(name: str, options: dict, bundle, data, repeats: int, loss=torch.nn.
                 model(inputs)
     infer = repeats * n_samples / (time.perf_counter() - start)
     return train, infer, model.num_parameters()
+
+
+class GeneratedPage:
+    """Tee what a benchmark prints into a generated Markdown page (``--out``), with the command and the
+    machine load, so model pages link to measured numbers instead of typing them."""
+
+    def __init__(self, path, title: str):
+        import io
+        import sys
+
+        self.path, self.title, self.buf, self.sys = path, title, io.StringIO(), sys
+        self.start_load = _loadavg()
+
+    def __enter__(self):
+        import contextlib
+
+        self._tee = _Tee(self.sys.stdout, self.buf)
+        self._ctx = contextlib.redirect_stdout(self._tee)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        if self.path and exc[0] is None:
+            from pathlib import Path
+
+            cmd = " ".join(["python", *self.sys.argv])
+            head = (f"# {self.title} (generated)\n\nWritten by `OMP_NUM_THREADS=1 {cmd}`; load average (1/5/15 min) "
+                    f"at start {self.start_load}, at end {_loadavg()} on {_cpus()} cores (shared machine: absolute "
+                    "rates vary with the load, compare within one page).\n\n")
+            Path(self.path).write_text(head + self.buf.getvalue())
+        return False
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+def _loadavg() -> str:
+    import os
+
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1

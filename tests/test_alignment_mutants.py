@@ -225,3 +225,39 @@ def test_shared_ids_exact_and_prefix():
     k2, _ = A.shared_ids([["ab", "abc", "x"], ["abc", "x"]], prefix_drop=True)
     assert k2[0] == {"x"}
     assert A.SDK_EPSILON == 1e-5 and A.SDK_EPSILON_2019 == 1e-3
+
+
+def test_plain_mean_divides_each_group_by_its_own_count():
+    # two groups of unequal size (2 and 3 rows), several columns, and a 3-d tail
+    rows = np.arange(15.0).reshape(5, 3) ** 1.5
+    starts, counts = np.array([0, 2]), np.array([2, 3])
+    out = A.plain_mean(rows, starts, counts)
+    np.testing.assert_array_equal(out, np.stack([np.average(rows[:2], axis=0), np.average(rows[2:], axis=0)]))
+    cube = rows.reshape(5, 3, 1).repeat(2, axis=2)
+    out3 = A.plain_mean(cube, starts, counts)
+    np.testing.assert_allclose(out3[..., 1], out, rtol=1e-15)
+    # an empty group stays zero and does not shift the others
+    out_e = A.plain_mean(rows, np.array([0, 2, 2]), np.array([2, 0, 3]))
+    np.testing.assert_array_equal(out_e[[0, 2]], out) and np.testing.assert_array_equal(out_e[1], 0.0)
+
+
+def test_zero_length_reference_rows_are_skipped_and_reference_entries_are_single_rows():
+    # a zero-length reference interval away from t = 0 (its start + end is not ~0): skipped like the SDK
+    ref = np.array([[1.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    frames = np.array([[0.9, 1.6], [1.6, 2.4], [2.4, 3.0]])
+    feats = np.array([[1.0], [2.0], [4.0]])
+    rows, _ivs, fts = A.align_entry(ref, frames, feats, A.SDK_EPSILON, ("mean",))
+    assert list(rows) == [1, 2]
+    assert [float(f[0, 0]) for f in fts] == [1.5, 3.0]
+    ref_seq = {"v": (ref[1:], np.array([[7.0, 8.0], [9.0, 10.0]]))}
+    out_ref, out, _ = A.align_sdk(ref_seq, {"a": {"v": (frames, feats)}})
+    assert sorted(out_ref) == ["v[0]", "v[1]"]
+    for i, key in enumerate(["v[0]", "v[1]"]):
+        iv, ft = out_ref[key]
+        assert iv.shape == (1, 2) and ft.shape == (1, 2)
+        np.testing.assert_array_equal(ft[0], ref_seq["v"][1][i])
+
+
+def test_shared_ids_default_drops_exact_ids_only():
+    kept, dropped = A.shared_ids([["ab", "abc", "x"], ["abc", "x"]])
+    assert dropped == {"ab"} and kept == [{"abc", "x"}, {"abc", "x"}]

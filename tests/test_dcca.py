@@ -103,3 +103,43 @@ def test_model_objective_on_random_and_identical_batches():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_multiview_cca_is_the_mean_over_distinct_pairs():
+    from emofusion.models.delta_attention import multiview_cca
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    views = [torch.cat([z, torch.randn(200, 2, generator=g, dtype=torch.float64)], 1) * s for s in (1.0, 2.0, 0.5)]
+    views[2] = torch.randn(200, 4, generator=g, dtype=torch.float64)  # one view unrelated to the others
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    want = sum(float(canonical_correlations(views[i], views[j]).mean()) for i, j in pairs) / 3
+    assert float(multiview_cca(views)) == pytest.approx(want, rel=1e-9)
+    assert float(multiview_cca(views[:2])) == pytest.approx(float(canonical_correlations(*views[:2]).mean()))
+    with pytest.raises(ValueError):
+        multiview_cca(views[:1])
+
+
+def test_cca_aux_loss_only_with_a_positive_weight():
+    torch.manual_seed(0)
+    dims = {"text": 5, "audio": 4, "visual": 3}
+    small = dict(d_ch=6, num_heads=2, d_o=5, d_r=3, dcca_hidden=4, d_t=4, dropout=0.0, cca_momentum=0.0)
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(6, 7, dtype=torch.bool)
+    x = {m: ModalityTensor(torch.randn(6, 7, d, generator=g), mask) for m, d in dims.items()}
+    on = create_model("delta_attention", dims, emotion_intensity_task(), cca_weight=0.3, **small).eval()
+    out = on(x)
+    torch.testing.assert_close(out.aux_losses["cca"], -0.3 * out.extras["cca_correlation"])
+    off = create_model("delta_attention", dims, emotion_intensity_task(), cca_weight=0.0, **small).eval()
+    out_off = off(x)
+    assert "cca" not in out_off.aux_losses and "cca_correlation" in out_off.extras
+    with pytest.raises(ValueError, match="expects values"):
+        off({**x, "audio": ModalityTensor(torch.randn(6, 7, 2), mask)})  # inputs are validated
+
+
+def test_running_sums_are_float64():
+    cca = RunningCCA(3, 4)
+    assert all(b.dtype == torch.float64 for b in cca.buffers()) and len(list(cca.buffers())) == 3 * 4
+    one = RunningCCA(2, 3, momentum=0.0)
+    out = one([torch.randn(1, 3), torch.randn(1, 3)])  # one sample: no covariance, no correlation
+    assert out.dtype == torch.float64 and float(out) == 0.0

@@ -227,3 +227,137 @@ def test_extra_layers_are_post_norm_transformer_layers():
         h = layer_norm(blk["norm2"], h + f)
         want = layer_norm(enc.norm, delta_attention(enc.final, h))
         torch.testing.assert_close(ys["audio"][b, :L], want, atol=1e-5, rtol=1e-4)
+
+
+def test_every_encoder_option_reaches_the_encoders():
+    opts = dict(d_ch=6, num_heads=3, d_k=2, d_o=7, kernel_size={"text": 1, "audio": 5, "visual": 3}, window=3,
+                use_delta=True, num_layers=2, dropout=0.3, max_relative_position=9)
+    model = create_model("delta_attention", DIMS, TASK, **opts)
+    for m in DIMS:
+        enc = model.unimodal[m]
+        assert enc.conv.conv.out_channels == 6 and enc.conv.conv.kernel_size == (opts["kernel_size"][m],)
+        assert enc.final.attn.num_heads == 3 and enc.final.attn.head_dim == 2 and enc.final.d_k == 2
+        assert enc.norm.normalized_shape == (7,) and enc.final.window == 3 and enc.final.max_offset == 3
+        assert len(enc.blocks) == 1 and enc.dropout.p == 0.3 and enc.final.rel_pos is not None
+    inf = create_model("delta_attention", DIMS, TASK, **{**opts, "window": "inf", "use_delta": False})
+    assert inf.unimodal["audio"].final.window is None and inf.unimodal["audio"].final.max_offset == 9
+    assert inf.unimodal["audio"].final.rel_pos is None
+
+
+def test_returned_delta_attention_is_the_last_layer_and_reconstruction_is_literal():
+    torch.manual_seed(7)
+    opts = {**SMALL, "num_layers": 2, "recon_weight": 0.5, "return_attention": True}
+    model = create_model("delta_attention", DIMS, TASK, **opts).eval()
+    x = inputs(seed=2)
+    out = model(x)
+    # last (eq. 12) layer's weights, not the first block's
+    for m in DIMS:
+        enc = model.unimodal[m]
+        h = enc.conv(x[m][0], x[m][1])
+        h1, _ = enc.blocks[0]["attn"](h, x[m][1], False)
+        h = enc.blocks[0]["norm1"](h + h1)
+        h = enc.blocks[0]["norm2"](h + enc.blocks[0]["ff"](h)) * x[m][1].unsqueeze(-1)
+        _, w_last = enc.final(h, x[m][1], True)
+        torch.testing.assert_close(out.extras["delta_attention"][m], w_last)
+    # reconstruction aux: recon_weight * mean over modalities of the masked mean squared error to Y_M
+    errs = []
+    for m in DIMS:
+        ys, yh = out.extras["representations"][m], out.extras["correlated"][m]
+        rec = model.dcca_dec[m](yh, x[m][1])
+        per_sample = []
+        for b in range(2):
+            L = LENGTHS[m][b]
+            per_sample.append(((rec[b, :L] - ys[b, :L]) ** 2).mean(0))
+        errs.append(torch.stack(per_sample).mean())
+    torch.testing.assert_close(out.aux_losses["reconstruction"], 0.5 * torch.stack(errs).mean())
+
+
+def test_delta_encoder_defaults():
+    from emofusion.models.delta_attention import DeltaEncoder
+
+    enc = DeltaEncoder(5)  # documented defaults of the building block (the model passes its own sizes)
+    assert enc.conv.conv.out_channels == 32 and enc.conv.conv.kernel_size == (3,) and enc.norm.normalized_shape == (64,)
+    assert enc.final.attn.num_heads == 4 and enc.final.d_k == 32 and enc.final.window == 8 and len(enc.blocks) == 0
+    assert enc.final.rel_pos is not None and enc.dropout.p == 0.1
+    assert DeltaEncoder(5, window="inf").final.max_offset == 32
+
+
+def test_saved_stage_outputs_round_trip(tmp_path):
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.data.registry import load_dataset
+    from emofusion.models.delta_attention import save_stage_outputs
+
+    rec = {s: [Sample(f"{s}{i}", {"text": np.full((2, 3), i, np.float32)}, np.array([i], np.int64), "spk")
+               for i in range(2)] for s in ("train", "val", "test")}
+    path = save_stage_outputs(str(tmp_path / "stage.pt"), TASK, {"text": 3}, rec)  # a str path works too
+    bundle = load_dataset(f"paper002-saved:{path}")
+    assert [s.id for s in bundle.test] == ["test0", "test1"] and bundle.modality_dims == {"text": 3}
+    np.testing.assert_array_equal(bundle.train[1].features["text"], rec["train"][1].features["text"])
+    with pytest.raises(ValueError, match="takes no options"):
+        load_dataset(f"paper002-saved:{path}", n_train=3)
+    with pytest.raises(FileNotFoundError):
+        load_dataset(f"paper002-saved:{tmp_path / 'missing.pt'}")
+
+
+def test_table1_settings_are_the_papers():
+    from emofusion.models.delta_attention import TABLE1
+
+    # paper 002, Table 1 (Adam): epochs, learning rate, mini-batch size, weight decay per module
+    paper = {"selfattn_text": (10, 1e-6, 32, 1e-4), "selfattn_visual": (10, 1e-5, 8, 1e-4),
+             "selfattn_audio": (10, 1e-5, 8, 1e-4), "dcca": (100, 2e-4, 4, 1e-6), "crossattn": (5, 1e-5, 8, 1e-6)}
+    assert {k: (v["max_epochs"], v["lr"], v["batch_size"], v["weight_decay"]) for k, v in TABLE1.items()} == paper
+
+
+def test_model_defaults_are_the_documented_ones():
+    from emofusion.tasks import emotion_intensity_task
+
+    m = create_model("delta_attention", DIMS, emotion_intensity_task())
+    enc = m.unimodal["audio"]
+    assert enc.conv.conv.out_channels == 64 and enc.final.attn.num_heads == 4 and enc.norm.normalized_shape == (128,)
+    assert enc.final.window == 8 and enc.final.d_k == 64 and len(enc.blocks) == 0 and enc.dropout.p == 0.1
+    assert m.d_r == 16 and m.d_t == 32 and m.cca_weight == 0.1 and m.recon_weight == 0.0
+    assert m.cca_pairing == "frames" and m.fused_pooling == "modality" and m.fused_attn.num_heads == 1
+    assert m.cca.momentum == 0.9 and m.cca.eps == 1e-3 and not m.eq17
+
+
+@pytest.mark.parametrize("variant", ["full", "dcca", "unimodal"])
+def test_eq17_softmax_head_on_intensities(variant):
+    from emofusion.tasks import emotion_intensity_task
+
+    torch.manual_seed(4)
+    task = emotion_intensity_task()
+    opts = {**SMALL, "variant": variant, **({"modality": "audio"} if variant == "unimodal" else {})}
+    model = create_model("delta_attention", DIMS, task, eq17=True, **opts).eval()
+    plain = create_model("delta_attention", DIMS, task, **opts).eval()
+    plain.load_state_dict(model.state_dict())
+    x = inputs()
+    out = model(x)
+    logits = out.extras["class_logits"]
+    assert logits.shape == (2, 6) and model.default_loss == "dominant_ce"
+    torch.testing.assert_close(out.prediction, torch.softmax(logits, -1))  # eq. 17
+    # the same linear head: the regression model bounds the very logits the softmax head normalises
+    torch.testing.assert_close(plain(x).prediction, plain.bound_output(logits))
+    assert float(plain(x).prediction.min()) >= 0.0 and float(plain(x).prediction.max()) <= 3.0
+    if variant == "full":
+        want, _, _ = reference(model, x)
+        torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="eq17"):
+        create_model("delta_attention", DIMS, classification_task(("a", "b")), eq17=True, **opts)
+
+
+def test_stage_outputs_are_cut_back_per_sample_in_order():
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.models.delta_attention import _stage_outputs
+
+    g = np.random.default_rng(0)
+    samples = [Sample(f"s{i}", {"audio": g.normal(size=(n, 4)).astype(np.float32)}, np.zeros(1), "spk")
+               for i, n in enumerate([3, 5, 2, 4, 1])]
+    out = _stage_outputs(lambda inp: {"audio": inp["audio"].values * 2.0}, samples, ["audio"], batch_size=2)
+    assert [s.id for s in out] == [s.id for s in samples]
+    for s, o in zip(samples, out):
+        assert o.features["audio"].dtype == np.float32
+        np.testing.assert_array_equal(o.features["audio"], 2.0 * s.features["audio"])

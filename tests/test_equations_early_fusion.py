@@ -253,3 +253,66 @@ def test_overlap_resample_padded_targets_are_zero():
     mask = torch.ones(1, 6, dtype=torch.bool)
     out = overlap_resample(v, mask, torch.tensor([3]), 5)
     assert out[0, :3, 0].tolist() == [1.5, 3.5, 5.5] and out[0, 3:, 0].tolist() == [0.0, 0.0]
+
+
+def test_tuning_grid_is_section_4_4s():
+    # §4.4: 1-3 recurrent layers, 1-3 fully-connected layers, dropout {0.1, 0.2}, maxlen in {15, 20, 25, 30}
+    for name in ("ef_lstm", "ef_blstm"):
+        model = create_model(name, {"text": 3, "audio": 2}, emotion_intensity_task())
+        assert model.search_space == {"num_layers": [1, 2, 3], "fc_layers": [1, 2, 3], "dropout": [0.1, 0.2],
+                                      "maxlen": [15, 20, 25, 30]}
+
+
+def _one(x, i):
+    out = {}
+    for m, (v, mask) in x.items():
+        n = max(int(mask[i].sum()), 0)
+        out[m] = ModalityTensor(v[i : i + 1, : max(n, 1)] if n else v[i : i + 1, :0], mask[i : i + 1, :n])
+    return out
+
+
+@pytest.mark.parametrize("absent", ["token", "zeros"])
+@pytest.mark.parametrize("with_text", [True, False], ids=["align-to-text", "shortest-stream"])
+def test_missing_streams_batch_equals_samples_one_by_one(with_text, absent):
+    # sample 0 has no text (the reference), sample 1 no audio, sample 2 only visual frames, sample 3 nothing
+    torch.manual_seed(9)
+    dims = DIMS if with_text else {"audio": 2, "visual": 2}
+    model = prepare(create_model("ef_lstm", dims, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, absent=absent,
+                                 batch_norm=False))
+    assert model.fusion.align_to == ("text" if with_text else None)
+    g = torch.Generator().manual_seed(4)
+    lens = {"text": [0, 3, 0, 0], "audio": [5, 0, 0, 0], "visual": [2, 4, 3, 0]}
+    x = {}
+    for m in dims:
+        steps = max(lens[m])
+        x[m] = ModalityTensor(torch.randn(4, steps, dims[m], generator=g),
+                              torch.arange(steps)[None] < torch.tensor(lens[m])[:, None])
+    out = model(x)
+    assert torch.isfinite(out.prediction).all()
+    for i in range(4):
+        one = model(_one(x, i))
+        torch.testing.assert_close(out.prediction[i], one.prediction[0], atol=1e-5, rtol=1e-4)
+        n = int(one.extras["fused_mask"][0].sum())
+        assert int(out.extras["fused_mask"][i].sum()) == n  # the same time axis as alone
+    if with_text and absent == "token":  # sample 0: the shortest present stream (visual, 2 steps) is the axis
+        assert int(out.extras["fused_mask"][0].sum()) == 2
+
+
+def test_cut_or_pad_of_an_empty_stream_keeps_the_feature_size():
+    from emofusion.models.early_fusion import cut_or_pad
+
+    values = torch.zeros(2, 0, 3)
+    out, mask = cut_or_pad(values, torch.zeros(2, 0, dtype=torch.bool), 4)
+    assert out.shape == (2, 4, 3) and not mask.any()
+
+
+def test_random_baseline_other_task_kinds():
+    from emofusion.tasks import TaskSpec
+
+    ml = create_model("random_baseline", {"audio": 2}, TaskSpec("multilabel_binary", ("x", "y", "z")), seed=1)
+    x = {"audio": ModalityTensor(torch.zeros(400, 1, 2), torch.ones(400, 1, dtype=torch.bool))}
+    logits = ml(x).prediction
+    assert set(logits.unique().tolist()) == {-1.0, 1.0}  # presence logits +-1 (probability sigmoid(1) or 1 - it)
+    assert 0.4 < float((logits > 0).float().mean()) < 0.6
+    cls = create_model("random_baseline", {"audio": 2}, TASK, seed=1)(x).prediction
+    assert torch.all(cls.sum(1) == 1) and set(cls.unique().tolist()) == {0.0, 1.0}

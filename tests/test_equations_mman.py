@@ -174,6 +174,8 @@ def test_defaults_are_the_papers():
     assert u.clstm.encoder.lstm.num_layers == 2 and u.clstm.encoder.lstm.hidden_size == 64
     mm = create_model("mman", DIMS, TASK)
     assert mm.fuse_input == "probs" and mm.stage == "joint"
+    assert not mm.subnets["mma"].clstm.encoder.lstm.bidirectional
+    assert not any(mm.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS)
 
 
 def test_context_lstm_dropout_acts_in_training_only():
@@ -197,3 +199,91 @@ def test_attention_sizes_follow_the_options():
 def test_standardisation_layers_are_registered():
     net = create_model("clstm_mma", DIMS, TASK, d_model=4)
     assert {"standardise.audio.0.weight", "standardise.text.0.bias"} <= set(net.state_dict())
+
+
+def test_clstm_lf_defaults_and_stages(tmp_path):
+    # no `unimodal` options: the sub-networks take their defaults (bidirectional follows the model's flag)
+    net = create_model("clstm_lf", DIMS, TASK, bidirectional=True)
+    assert all(net.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS) and net.stage == "joint"
+    with pytest.raises(ValueError, match="stage"):
+        create_model("clstm_lf", DIMS, TASK, stage="both")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_model("clstm_lf", DIMS, TASK, stage="fusion")
+    # pretrained weights given for one sub-network are loaded into it
+    torch.manual_seed(0)
+    donor = create_model("clstm_unimodal", DIMS, TASK, modality="audio")
+    torch.save(donor.state_dict(), tmp_path / "audio.pt")
+    net = create_model("clstm_lf", DIMS, TASK, pretrained={"audio": str(tmp_path / "audio.pt")})
+    for k, v in donor.state_dict().items():
+        torch.testing.assert_close(net.subnets["audio"].state_dict()[k], v)
+
+
+def test_pretrained_path_that_is_an_empty_folder_is_reported(tmp_path):
+    from emofusion.models.mman import load_state
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_state(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_state(tmp_path / "missing.pt")
+
+
+def test_load_state_finds_the_run_folders_weights(tmp_path):
+    from emofusion.models.mman import STATE_FILE, load_state
+
+    torch.manual_seed(1)
+    net = create_model("clstm_unimodal", DIMS, TASK, modality="text")
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(net.state_dict(), run / STATE_FILE)
+    state = load_state(run)
+    assert set(state) == set(net.state_dict())
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+
+
+def test_late_fusion_registers_its_subnetworks():
+    net = create_model("clstm_lf", DIMS, TASK)
+    keys = set(net.state_dict())
+    assert all(any(k.startswith(f"subnets.{m}.") for k in keys) for m in DIMS)
+    n_sub = sum(p.numel() for p in net.subnets.parameters())
+    own = sum(p.numel() for p in net.fusion.parameters()) + sum(p.numel() for p in net.absent_tokens)
+    assert n_sub > 0 and net.num_parameters() == n_sub + own
+
+
+def test_clstm_mma_without_attention_is_the_clstm_over_the_standardised_inputs():
+    torch.manual_seed(6)
+    net = create_model("clstm_mma", DIMS, TASK, attention=False, d_model=4, hidden_dim=3, dense_dim=4,
+                       dropout=0.0).eval()
+    assert net.attention is None
+    x = inputs(6)
+    out = net(x)
+    for b in range(2):
+        L = LENS[b]
+        steps = [torch.cat([net.standardise[m](x[m][0][b, t][None])[0] for m in DIMS]) for t in range(L)]
+        torch.testing.assert_close(out.prediction[b, :L], torch.stack(clstm(net.clstm, steps)), atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_mman_passes_its_sub_network_options_through():
+    net = create_model("mman", DIMS, TASK, mma={"d_model": 4, "d_k": 3, "hidden_dim": 5},
+                       unimodal={"hidden_dim": 6}, bidirectional=True)
+    mma = net.subnets["mma"]
+    assert mma.attention.d_k == 3 and mma.attention.query["audio"].out_features == 3
+    assert mma.clstm.encoder.lstm.hidden_size == 5 and mma.clstm.encoder.lstm.bidirectional
+    assert all(net.subnets[m].clstm.encoder.lstm.hidden_size == 6 for m in DIMS)
+    assert all(net.subnets[m].clstm.encoder.lstm.bidirectional for m in DIMS)
+
+
+def test_subnetwork_specs_match_the_models_sub_networks():
+    from emofusion.models.mman import subnetwork_specs
+
+    opts = {"mma": {"d_model": 4}, "unimodal": {"hidden_dim": 6}, "bidirectional": True}
+    specs = subnetwork_specs("mman", list(DIMS), opts)
+    assert list(specs) == ["mma", *DIMS]
+    assert specs["mma"] == ("clstm_mma", {"bidirectional": True, "d_model": 4})
+    assert all(specs[m][0] == "clstm_unimodal" and specs[m][1]["modality"] == m for m in DIMS)
+    lf = subnetwork_specs("clstm_lf", list(DIMS), opts)
+    assert list(lf) == list(DIMS)
+    with pytest.raises(ValueError, match="no sub-networks"):
+        subnetwork_specs("clstm_mma", list(DIMS), opts)

@@ -230,3 +230,34 @@ def test_self_attention_depth_rule():
     assert create_model("mult", DIMS, TASK, d_model=6, num_heads=2, self_layers=2).self_layers == 2
     k = create_model("mult", DIMS, TASK, d_model=6, num_heads=2, kernel_size={"text": 3, "audio": 1, "visual": 5})
     assert [k.proj[m].conv.kernel_size[0] for m in DIMS] == [3, 1, 5]
+
+
+def test_embedding_dropout_acts_on_the_embedded_sequence():
+    torch.manual_seed(2)
+    zero = dict(relu_dropout=0.0, res_dropout=0.0, attn_dropout=0.0, out_dropout=0.0, text_dropout=0.0)
+    model = create_model("mult", DIMS, TASK, **SMALL, **zero, embed_dropout=0.5)
+    values, mask = inputs()["audio"]
+    clean = model.eval().embed(values, mask, "audio")
+    dropped = model.train().embed(values, mask, "audio")
+    real = mask.unsqueeze(-1).expand_as(clean) & (clean != 0)
+    zeroed = dropped[real] == 0
+    assert 0 < int(zeroed.sum()) < int(real.sum())  # some embedded values dropped, not all
+    # the kept ones are scaled by 1 / (1 - p): dropout after scale + positions, not before the conv
+    torch.testing.assert_close(dropped[real][~zeroed], 2 * clean[real][~zeroed])
+    assert torch.all(dropped[~mask] == 0)
+
+
+def test_returned_cross_attention_is_the_last_layers():
+    torch.manual_seed(4)
+    zero = dict(relu_dropout=0.0, res_dropout=0.0, attn_dropout=0.0, out_dropout=0.0, embed_dropout=0.0,
+                text_dropout=0.0)
+    model = create_model("mult", DIMS, TASK, **SMALL, **zero, return_attention=True).eval()
+    x = inputs()
+    out = model(x)
+    z0 = {m: model.embed(x[m][0], x[m][1], m) for m in DIMS}
+    for name, w in out.extras["cross_attention"].items():
+        s, t = name.split("->")
+        _, weights = model.cross[name](z0[t], x[t][1], kv=z0[s], kv_mask=x[s][1], need_weights=True)
+        assert len(weights) == 2
+        torch.testing.assert_close(w, weights[-1])
+        assert not torch.allclose(weights[0], weights[-1])

@@ -231,3 +231,32 @@ def test_default_sizes():
                                      "dropout", "summarize", "mfp", "highlight")}
     assert got == {"stages": 3, "hidden_dim": 32, "fuse_dim": 32, "z_dim": 32, "summarize_dim": 64, "head_dim": 64,
                    "dropout": 0.1, "summarize": "all", "mfp": True, "highlight": True}  # docs/models/rmfn.md
+
+
+def test_lsthm_step_without_z_is_a_plain_lstm_step():
+    from emofusion.models.rmfn import LSTHMBank
+
+    torch.manual_seed(0)
+    bank = LSTHMBank({"a": 3, "b": 2}, hidden_dim=4, z_dim=5)
+    g = torch.Generator().manual_seed(1)
+    pre_x = torch.randn(2, 3, 16, generator=g)
+    h, c = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    h1, c1 = bank.step(pre_x, h, c, None)  # no cross-modal code: the V z term is left out
+    gates = pre_x + torch.bmm(h, bank.U)
+    i, f, u, o = (gates[..., k * 4 : (k + 1) * 4] for k in range(4))  # order i, f, g, o
+    c_want = sig(f) * c + sig(i) * torch.tanh(u)
+    torch.testing.assert_close(c1, c_want)
+    torch.testing.assert_close(h1, sig(o) * torch.tanh(c_want))
+    z = torch.randn(3, 5, generator=g)
+    assert not torch.allclose(bank.step(pre_x, h, c, z)[1], c1)  # with z the term is added
+
+
+def test_empty_inputs_give_empty_highlight_extras_of_the_right_width():
+    torch.manual_seed(0)
+    dims = {"text": 3, "audio": 2}
+    model = create_model("rmfn", dims, classification_task(("a", "b")), hidden_dim=4, stages=2, fuse_dim=5,
+                         z_dim=3, summarize_dim=6, head_dim=4, absent="zeros").eval()
+    x = {m: ModalityTensor(torch.zeros(2, 0, d), torch.zeros(2, 0, dtype=torch.bool)) for m, d in dims.items()}
+    out = model(x)
+    assert out.extras["highlight"].shape == (2, 0, 2, 2 * 4) and out.extras["z"].shape == (2, 0, 3)
+    assert torch.isfinite(out.prediction).all()

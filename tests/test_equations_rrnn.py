@@ -177,3 +177,20 @@ def test_validation_and_registered_attention_parameters():
     model = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2)
     keys = set(model.state_dict())
     assert {"attention.text.0.w1.weight", "attention.visual.1.w3.weight"} <= keys  # registered, so trained
+
+
+def test_frontend_attention_is_reported_over_the_input_frames():
+    torch.manual_seed(3)
+    model = create_model("rrnn", DIMS, TASK, encoder_dim=4, attention_dim=4, decoder_dim=4, hops=2, dropout=0.0,
+                         frontend={"audio": 2}).eval()
+    x = inputs()
+    att = model(x).extras["attention"]
+    steps = x["audio"][0].shape[1]
+    assert att["audio"].shape == (3, 2, steps)  # unpooled: one weight per audio frame, not per window
+    for b, L in enumerate(LENGTHS["audio"]):
+        torch.testing.assert_close(att["audio"][b].sum(-1), torch.ones(2))
+        assert torch.all(att["audio"][b, :, L:] == 0)
+        # each window's weight is shared by its real frames: frames 2k and 2k + 1 carry equal weight
+        for k in range(0, L - 1, 2):
+            torch.testing.assert_close(att["audio"][b, :, k], att["audio"][b, :, k + 1])
+    assert att["text"].shape == (3, 2, x["text"][0].shape[1])

@@ -363,3 +363,21 @@ def test_baselines_statistics():
     assert (z > 0).sum(1).mean() == pytest.approx(3.0 * 0.9, abs=0.08)
     assert (r > 0).sum(1).mean() == pytest.approx(3.0, abs=0.08)
     assert M.random_intensity_baseline(5, num_emotions=4).shape == (5, 4)
+
+
+def test_predictions_are_read_in_float64():
+    # 0.5 - 1e-9 rounds half-up to 0 (absent) in float64; read as float32 it becomes 0.5 and rounds to 1
+    below = 0.5 - 1e-9
+    assert np.float32(below) == 0.5  # the case float32 would get wrong
+    pred = np.zeros((3, 6))
+    pred[:, 0] = [below, 2.0, 0.0]
+    true = np.zeros((3, 6))
+    true[:, 0] = [0.0, 2.0, 1.0]
+    m = M.emotion_intensity_metrics(pred, true, NAMES6)
+    want = sum((rhu(p) != 0) == (rhu(t) != 0) for p, t in zip(pred[:, 0], true[:, 0])) / 3
+    assert m[f"acc2_{NAMES6[0]}"] == pytest.approx(want) and want == pytest.approx(2 / 3)
+    # a tiny positive logit is present (p > 0.5); float32 would flush 1e-60 to 0 (absent)
+    logits = np.array([[1e-60, -1.0], [-1.0, 1.0]])
+    assert np.float32(1e-60) == 0.0
+    ml = M.multilabel_binary_metrics(logits, np.array([[1.0, 0.0], [0.0, 1.0]]), ("x", "y"))
+    assert ml["acc_x"] == 1.0

@@ -13,6 +13,7 @@ from emofusion.data import (  # noqa: F401
     synthetic,
     synthetic_conv,
     synthetic_protocols,
+    trainval,
     wordslots,
 )
 from emofusion.data.batch import Batch, ModalityTensor, Sample

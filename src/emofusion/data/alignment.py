@@ -359,45 +359,63 @@ def align_sdk(
 # --------------------------------------------------------------------------------------------------
 
 
+def frames_per_reference(
+    ref_intervals: np.ndarray, intervals: np.ndarray, epsilon: float = SDK_EPSILON
+) -> np.ndarray:
+    """How many frames intersect each reference interval (the test :func:`stack_to_reference` uses)."""
+    ref = np.asarray(ref_intervals, np.float64)
+    iv = np.asarray(intervals, np.float64)
+    if len(ref) == 0 or len(iv) == 0:
+        return np.zeros(len(ref), np.int64)
+    ri, _, _ = intersect_sdk(ref, iv[np.argsort(iv[:, 0], kind="stable")], epsilon)
+    return np.bincount(ri, minlength=len(ref))
+
+
 def stack_to_reference(
     ref_intervals: np.ndarray,
     intervals: np.ndarray,
     values: np.ndarray,
-    slots: int,
+    slots,
     epsilon: float = SDK_EPSILON,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each reference interval (word) gets ``slots`` steps: the frames that intersect it (the SDK's test,
-    clipped overlap > ``epsilon``) in time order, the first ``slots`` of them, then zero padding.
+    """Each reference interval (word) r gets ``slots[r]`` steps (``slots`` an int: the same for all): the
+    frames that intersect it (the SDK's test, clipped overlap > ``epsilon``) in time order, the first
+    ``slots[r]`` of them, then zero padding.
 
-    Returns values ``[R * slots, D]`` and a bool mask ``[R * slots]`` (False = padding). Frames outside every
-    word are discarded (the paper: "parts of any modality not in the interval have been discarded"); a
+    Returns values ``[sum(slots), D]`` and a bool mask of the same length (False = padding). Frames outside
+    every word are discarded (the paper: "parts of any modality not in the interval have been discarded"); a
     frame that spans two words appears in both.
     """
-    if int(slots) < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
     ref = np.asarray(ref_intervals, np.float64)
+    per = np.broadcast_to(np.asarray(slots, np.int64), (len(ref),))
+    if per.size and int(per.min()) < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
     iv = np.asarray(intervals, np.float64)
     values = np.asarray(values)
-    order = np.argsort(iv[:, 0], kind="stable") if len(iv) else np.zeros(0, np.int64)
-    out = np.zeros((len(ref) * slots, values.shape[1]), dtype=values.dtype if values.dtype.kind == "f" else np.float64)
-    mask = np.zeros(len(ref) * slots, bool)
+    offsets = np.cumsum(per) - per
+    total = int(per.sum())
+    out = np.zeros((total, values.shape[1]), dtype=values.dtype if values.dtype.kind == "f" else np.float64)
+    mask = np.zeros(total, bool)
     if len(ref) == 0 or len(iv) == 0:
         return out, mask
+    order = np.argsort(iv[:, 0], kind="stable")
     ri, fj, _ = intersect_sdk(ref, iv[order], epsilon)
     starts, counts = _group_bounds(ri, len(ref))
     for r in range(len(ref)):
-        n = min(int(counts[r]), slots)
+        n = min(int(counts[r]), int(per[r]))
         rows = order[fj[starts[r] : starts[r] + n]]
-        out[r * slots : r * slots + n] = values[rows]
-        mask[r * slots : r * slots + n] = True
+        out[offsets[r] : offsets[r] + n] = values[rows]
+        mask[offsets[r] : offsets[r] + n] = True
     return out, mask
 
 
-def stack_reference(values: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+def stack_reference(values: np.ndarray, slots) -> tuple[np.ndarray, np.ndarray]:
     """The reference modality (text) in the same layout: each word in its first slot, then padding."""
     values = np.asarray(values)
-    out = np.zeros((len(values) * slots, values.shape[1]), dtype=values.dtype)
-    out[::slots] = values
-    mask = np.zeros(len(values) * slots, bool)
-    mask[::slots] = True
+    per = np.broadcast_to(np.asarray(slots, np.int64), (len(values),))
+    first = np.cumsum(per) - per
+    out = np.zeros((int(per.sum()), values.shape[1]), dtype=values.dtype)
+    out[first] = values
+    mask = np.zeros(int(per.sum()), bool)
+    mask[first] = True
     return out, mask

@@ -28,7 +28,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.signal import lfilter
 
-from emofusion.data.alignment import average_to_reference, frame_intervals
+from emofusion.data.alignment import (
+    average_to_reference,
+    frame_intervals,
+    frames_per_reference,
+    stack_reference,
+    stack_to_reference,
+)
 from emofusion.data.batch import Sample
 from emofusion.data.dataset import DatasetBundle
 from emofusion.data.registry import register_dataset
@@ -292,6 +298,42 @@ def align_to_words(sample: Sample, weighted: bool = False) -> Sample:
     )
 
 
+def stack_to_words(sample: Sample) -> Sample:
+    """Paper 002's aligned view (§4.4): each word gets as many steps as the modality with the most frames in
+    it ("pad and stack ... making all three sequences for a certain time interval having the same length");
+    each modality's frames of that word in time order, the word vector in the word's first step, and NaN in
+    the padding steps, which hygiene turns into 0 (the training mean) after standardising.
+
+    The paper also masks the padding in attention; the batch format has one contiguous mask per modality,
+    so here padding steps are real (zero-valued) steps to the model: a documented deviation.
+    """
+    ref = sample.intervals["text"]
+    others = [m for m in ("audio", "visual") if m in sample.features]
+    counts = [frames_per_reference(ref, sample.intervals[m]) for m in others]
+    slots = np.maximum.reduce([np.ones(len(ref), np.int64), *counts])
+    stacked = {"text": stack_reference(sample.features["text"], slots)}
+    for m in others:
+        stacked[m] = stack_to_reference(ref, sample.intervals[m], sample.features[m], slots)
+    feats = {}
+    for m, (values, mask) in stacked.items():
+        values = values.astype(np.float32)
+        values[~mask] = np.nan
+        feats[m] = values
+    # each step keeps its word's interval (plots, later alignment)
+    step_iv = np.repeat(np.asarray(ref), slots, axis=0)
+    words = None
+    if sample.words is not None:
+        words = [t for w, k in zip(sample.words, slots) for t in [w] + ["[PAD]"] * (int(k) - 1)]
+    return Sample(
+        id=sample.id,
+        features=feats,
+        label=sample.label,
+        speaker=sample.speaker,
+        intervals={m: step_iv for m in feats},
+        words=words,
+    )
+
+
 def _bundle(name, task, splits, dims, cfg, extra=None):
     info = {"generator": "emofusion.data.synthetic", "config": asdict(cfg), **(extra or {})}
     return DatasetBundle.from_splits(name, task, splits, dims, info)
@@ -308,7 +350,8 @@ def load_synthetic(
     """MOSEI-like synthetic benchmark; ``synthetic:aligned`` gives the word-aligned view.
 
     ``alignment`` (aligned view only): ``"mean"`` (default, the SDK's plain mean of the frames overlapping a
-    word) or ``"weighted"`` (weighted by overlap duration, paper 003 §4.3).
+    word), ``"weighted"`` (weighted by overlap duration, paper 003 §4.3) or ``"stacked"`` (paper 002 §4.4:
+    every word's frames padded and stacked, :func:`stack_to_words`).
 
     ``target="emotions"`` (default) predicts the 6 intensities; ``target="sentiment"`` the sentiment score.
     """
@@ -316,14 +359,17 @@ def load_synthetic(
         raise ValueError(f"unknown synthetic variant {variant!r}; use 'synthetic' or 'synthetic:aligned'")
     if target not in ("emotions", "sentiment"):
         raise ValueError(f"target must be 'emotions' or 'sentiment', got {target!r}")
-    if alignment not in ("mean", "weighted"):
-        raise ValueError(f"alignment must be 'mean' or 'weighted', got {alignment!r}")
+    if alignment not in ("mean", "weighted", "stacked"):
+        raise ValueError(f"alignment must be 'mean', 'weighted' or 'stacked', got {alignment!r}")
     cfg = SyntheticConfig(**options)
     splits = {s: generate_split(cfg, s) for s in ("train", "val", "test")}
     aligned = variant == "aligned"
     if aligned:
-        weighted = alignment == "weighted"
-        splits = {s: [align_to_words(x, weighted) for x in v] for s, v in splits.items()}
+        if alignment == "stacked":
+            splits = {s: [stack_to_words(x) for x in v] for s, v in splits.items()}
+        else:
+            weighted = alignment == "weighted"
+            splits = {s: [align_to_words(x, weighted) for x in v] for s, v in splits.items()}
     for samples in splits.values():
         for x in samples:
             x.label = x.label[:6] if target == "emotions" else x.label[6:7]

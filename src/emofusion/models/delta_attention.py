@@ -18,6 +18,9 @@ Interpretation choices (also in docs/models/delta_attention.md):
   sequences) by default, or frames on a common time axis (``cca_pairing="frames"``).
 - The head is applied to the masked mean of ``Z_Fused``; with a regression task (MOSEI intensities) it
   outputs one value per emotion (bounded), with a classification task it outputs logits (softmax in the loss).
+  ``eq17=True`` is eq. 17 literally on the intensity data: ``softmax(Linear(Z))`` over the 6 emotions,
+  trained with cross-entropy against the dominant (argmax) emotion (loss ``dominant_ce``; samples without
+  any emotion carry no class and are left out), and the class distribution is the prediction.
 """
 
 from __future__ import annotations
@@ -328,7 +331,13 @@ class DeltaAttention(FusionModel):
         input_stage: str = "raw",
         dcca_task_grad: bool = True,
         return_attention: bool = False,
+        eq17: bool = False,
     ):
+        if eq17 and (task.kind != "emotion_intensity" or task.sequence_labels):
+            raise ValueError(
+                f"delta_attention eq17=True (eq. 17 on emotion intensities) needs a segment-level "
+                f"emotion_intensity task, not {task.kind}; a classification task already gets softmax logits"
+            )
         if variant not in VARIANTS:
             raise ValueError(f"delta_attention: variant must be one of {VARIANTS}, got {variant!r}")
         if input_stage not in INPUT_STAGES:
@@ -368,6 +377,9 @@ class DeltaAttention(FusionModel):
                 )
         super().__init__(modality_dims, task)
         self.variant = variant
+        self.eq17 = bool(eq17)
+        if self.eq17:
+            self.default_loss = "dominant_ce"
         self.input_stage = input_stage
         self.d_o, self.d_r, self.d_t = d_o, d_r, d_t
         self.cca_pairing = cca_pairing
@@ -502,7 +514,7 @@ class DeltaAttention(FusionModel):
         if self.variant == "unimodal":
             (m,) = self.modalities
             raw = self.unimodal_head(masked_mean(ys[m], masks[m]))
-            return ModelOutput(self.bound_output(raw), extras, aux)
+            return self._output(raw, extras, aux)
         if self.input_stage != "correlated":
             yhats = self.encode_dcca(ys, masks)
             aux, cca_extras = self.dcca_losses(ys, yhats, masks)
@@ -512,7 +524,7 @@ class DeltaAttention(FusionModel):
             pooled = torch.cat([masked_mean(yhats[m], masks[m]) for m in self.modalities], dim=-1)
             if not self.dcca_task_grad:
                 pooled = pooled.detach()
-            return ModelOutput(self.bound_output(self.dcca_head(pooled)), extras, aux)
+            return self._output(self.dcca_head(pooled), extras, aux)
         z, mask, w = self.fuse(yhats, ys, masks, self.return_attention)
         if self.return_attention:
             extras["fused_attention"] = w
@@ -528,7 +540,12 @@ class DeltaAttention(FusionModel):
                 pooled.append(masked_mean(z[:, start : start + steps], masks[m]))
                 start += steps
             pooled = torch.cat(pooled, dim=-1)
-        raw = self.head(pooled)
+        return self._output(self.head(pooled), extras, aux)
+
+    def _output(self, raw: torch.Tensor, extras: dict, aux: dict) -> ModelOutput:
+        if self.eq17:  # eq. 17: ClassLabel = softmax(Linear(Z_Fused))
+            extras["class_logits"] = raw
+            return ModelOutput(torch.softmax(raw, dim=-1), extras, aux)
         return ModelOutput(self.bound_output(raw), extras, aux)
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from emofusion.tasks import TaskSpec
 
-LOSSES = ("l1", "mse", "ce", "bce", "zero_inflated")
+LOSSES = ("l1", "mse", "ce", "bce", "zero_inflated", "dominant_ce")
 
 
 def default_loss(task: TaskSpec) -> str:
@@ -24,6 +24,8 @@ def task_loss(
         raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
     if name == "zero_inflated":
         return zero_inflated_loss(extras or {}, labels)
+    if name == "dominant_ce":
+        return dominant_ce_loss(extras or {}, labels)
     if label_mask is not None:
         prediction = prediction[label_mask]
         labels = labels[label_mask]
@@ -50,3 +52,17 @@ def zero_inflated_loss(extras: dict, labels: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, present.to(logits.dtype))
     l1 = (intensity - labels).abs()[present].sum() / present.sum().clamp_min(1)
     return bce + l1
+
+
+def dominant_ce_loss(extras: dict, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``extras["class_logits"]`` against the dominant emotion (argmax of the intensity
+    labels), over the samples with some emotion present (paper 002 eq. 17: ``delta_attention`` with ``eq17=True``). A
+    batch without any such sample gives 0 (with the logits' gradient graph, so the step stays valid)."""
+    if "class_logits" not in extras:
+        raise ValueError("loss 'dominant_ce' needs a model with a softmax class head (delta_attention eq17=True)")
+    logits = extras["class_logits"]
+    labels = labels.to(logits.dtype).reshape(logits.shape)
+    present = labels.max(dim=-1).values > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[present], labels[present].argmax(dim=-1))
