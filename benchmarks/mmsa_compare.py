@@ -390,6 +390,12 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
     # warm-up step outside the timing (first-call allocations)
     inputs, y = next(iter(loader("train", False)))
     (run(inputs).view(-1) - y.view(-1)).abs().mean().backward()
+    profiler = None
+    if os.environ.get("EPOCH_PROFILE"):  # --profile: torch.profiler over the timed epoch, table to stderr
+        from torch.profiler import ProfilerActivity, profile
+
+        profiler = profile(activities=[ProfilerActivity.CPU])
+        profiler.__enter__()
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     for inputs, y in loader("train", True):
@@ -402,6 +408,10 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
         for inputs, _y in loader("val", False):
             run(inputs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        rows = int(os.environ["EPOCH_PROFILE"])
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
     steps = {m: float(np.mean([bundle.train.raw(i).length(m) for i in range(len(bundle.train))]))
              for m in ("text", "audio", "visual")}
     return {"side": side, "name": name, "setting": setting, "n_train": n_train, "n_val": n_val,
