@@ -189,14 +189,10 @@ class _DroppedFusionLinear(torch.autograd.Function):
         grad_bias = grad.to(weight.dtype).sum(0) if ctx.needs_input_grad[2] else None
         grads = [None] * n
         if any(ctx.needs_input_grad[4:]):
-            if getattr(ctx, "consumed", False):
-                raise RuntimeError("tfn: the fused-dropout layer's backward reuses its saved product buffer and "
-                                   "cannot run twice (backward with retain_graph=True); set fusion_dropout=0 or "
-                                   "call the model again for a second backward")
             # the saved product is not needed any more: its buffer takes the fused gradient (one fresh
-            # fused-size allocation less per step), then masked in place
+            # fused-size allocation less per step), then masked in place. A second backward over the same graph
+            # (retain_graph=True) is refused by autograd's version check on the saved product.
             if z.dtype == weight.dtype and z.is_contiguous():
-                ctx.consumed = True
                 gz = torch.mm(g, weight, out=z).mul_(mask)  # [B, prod d]
             else:
                 gz = (g @ weight).mul_(mask)
