@@ -394,7 +394,7 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
     if os.environ.get("EPOCH_PROFILE"):  # --profile: torch.profiler over the timed epoch, table to stderr
         from torch.profiler import ProfilerActivity, profile
 
-        profiler = profile(activities=[ProfilerActivity.CPU])
+        profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=bool(os.environ.get("EPOCH_PROFILE_SHAPES")))
         profiler.__enter__()
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
@@ -411,7 +411,8 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
     if profiler is not None:
         profiler.__exit__(None, None, None)
         rows = int(os.environ["EPOCH_PROFILE"])
-        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
+        averages = profiler.key_averages(group_by_input_shape=bool(os.environ.get("EPOCH_PROFILE_SHAPES")))
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_shapes_column_width=60), file=sys.stderr)
     steps = {m: float(np.mean([bundle.train.raw(i).length(m) for i in range(len(bundle.train))]))
              for m in ("text", "audio", "visual")}
     return {"side": side, "name": name, "setting": setting, "n_train": n_train, "n_val": n_val,
