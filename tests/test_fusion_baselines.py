@@ -11,7 +11,13 @@ import torch.nn.functional as F
 
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
-from emofusion.models.tfn import _DroppedFusionLinear, contract_fused, dropout_mask, extend_with_one, tensor_fusion
+from emofusion.models.tfn import (
+    _DroppedFusionLinear,
+    contract_fused,
+    dropout_mask,
+    extend_with_one,
+    tensor_fusion,
+)
 from emofusion.tasks import classification_task, emotion_intensity_task, sentiment_task
 from helpers import select
 
