@@ -440,3 +440,16 @@ def test_mfn_gated_memory_backward_passes_gradcheck():
     args = (rand(b, t, h1 + h2), torch.tanh(rand(b, t, mem)).detach().requires_grad_(), mask)
     args += (rand(h1 + h2, mem), rand(mem, h1), rand(mem), rand(mem, h2), rand(mem), keep1, None)
     assert torch.autograd.gradcheck(lambda *a: GatedMemory.apply(*a), args, eps=1e-6, atol=1e-5)
+
+
+def test_mfn_under_bf16_autocast_runs_in_fp32_and_trains():
+    # its hand-written recurrences have no bf16 path: under autocast the model runs in fp32 (same output)
+    model = make("mfn", attn_dropout=0.0).train()
+    inputs = aligned([5, 3, 1, 4])
+    expected = model(inputs).prediction
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(inputs).prediction
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
