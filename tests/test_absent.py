@@ -126,3 +126,21 @@ def test_absent_option_is_validated_and_zeros_has_no_token():
     assert build("tfn").absent_mode == "token"
     with pytest.raises(ValueError, match="absent must be one of"):
         build("tfn", absent="learned")
+
+
+@pytest.mark.parametrize("name", ["lmf", "early_fusion_lstm", "mult"])
+def test_a_batch_without_absent_samples_leaves_the_inputs_alone_and_every_token_gets_a_zero_gradient(name):
+    model = build(name).train()
+    batch = inputs({"text": [3, 2], "audio": [5, 4], "visual": [2, 1]})
+    checked = model.check_inputs(batch)
+    for m in model.modalities:  # not copied, not made differentiable
+        assert checked[m].values is batch[m].values and not checked[m].values.requires_grad
+    model.zero_grad(set_to_none=True)
+    model(batch).prediction.sum().backward()
+    # every token is in the graph (DDP needs a gradient for every parameter), with a zero gradient
+    for token in model.absent_tokens:
+        assert token.grad is not None and torch.count_nonzero(token.grad) == 0
+    # with one sample lacking audio, the audio token gets a real gradient
+    model.zero_grad(set_to_none=True)
+    model(inputs({"text": [3, 2], "audio": [0, 4], "visual": [2, 1]})).prediction.sum().backward()
+    assert torch.count_nonzero(model.absent_tokens[model.modalities.index("audio")].grad) > 0

@@ -43,10 +43,14 @@ def _reference(q, k, v, bias, p, seed):
     return (weights * keep / (1 - threshold / 2**16)) @ v
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "keys", "bias"])
+@pytest.mark.parametrize("mask_kind", ["none", "keys", "bias", "structural"])
 def test_chunked_equals_unchunked_values_and_gradients(mask_kind):
-    q, k, v = _qkv()
+    # 3 heads for the head-shared structural mask: 4-row chunks then straddle the (batch, head) rows
+    q, k, v = _qkv(h=3 if mask_kind == "structural" else 4)
     bias = None
+    if mask_kind == "structural":  # a constant [B, 1, Tq, Tk] mask (as MulT's future mask), per sample
+        i, j = torch.arange(7).view(1, -1, 1), torch.arange(5).view(1, 1, -1)
+        bias = (j <= i // 2 + torch.tensor([0, 1, 3]).view(-1, 1, 1)).unsqueeze(1)
     if mask_kind == "keys":
         keys = torch.ones(3, 5, dtype=torch.bool)
         keys[0, 3:] = False
@@ -67,7 +71,7 @@ def test_chunked_equals_unchunked_values_and_gradients(mask_kind):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     # and the same as autograd through the explicit formula with the same dropout mask
     float_bias = bias
-    if mask_kind == "keys":
+    if mask_kind in ("keys", "structural"):
         float_bias = torch.zeros(bias.shape).masked_fill(~bias, float("-inf"))
     ref = _reference(q, k, v, float_bias, 0.4, seed=5)
     torch.testing.assert_close(results[-1][0], ref.detach(), rtol=1e-5, atol=1e-6)

@@ -11,7 +11,13 @@ import torch.nn.functional as F
 
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
-from emofusion.models.tfn import contract_fused, dropout_mask, extend_with_one, tensor_fusion
+from emofusion.models.tfn import (
+    _DroppedFusionLinear,
+    contract_fused,
+    dropout_mask,
+    extend_with_one,
+    tensor_fusion,
+)
 from emofusion.tasks import classification_task, emotion_intensity_task, sentiment_task
 from helpers import select
 
@@ -192,6 +198,56 @@ def test_tfn_fused_dropout_keep_rate():
     assert abs(mask.mean().item() - keep) < 0.005
     # rows differ (not one mask repeated)
     assert not torch.equal(mask[0], mask[1])
+
+
+@pytest.mark.parametrize("dims", [(3, 4, 2), (5, 2), (4,)])
+def test_tfn_dropped_fusion_linear_equals_autograd_on_the_masked_product(dims):
+    g = torch.Generator().manual_seed(1)
+    ext = [extend_with_one(torch.randn(3, d, generator=g)).requires_grad_() for d in dims]
+    n = math.prod(d + 1 for d in dims)
+    weight = torch.randn(5, n, generator=g, requires_grad=True)
+    bias = torch.randn(5, generator=g, requires_grad=True)
+    mask = (torch.rand(3, n, generator=g) < 0.6).float()
+    upstream = torch.randn(3, 5, generator=g)
+    before = [e.detach().clone() for e in ext]
+    out = _DroppedFusionLinear.apply(mask, weight, bias, 1 / 0.6, *ext)
+    fast = torch.autograd.grad(out, [weight, bias, *ext], upstream)
+    assert all(torch.equal(a, b) for a, b in zip(ext, before))  # the inputs are never written
+    z = ext[0]
+    for e in ext[1:]:
+        z = torch.einsum("bi,bj->bij", z, e).flatten(1)
+    expected = (z * mask) @ weight.t() / 0.6 + bias
+    slow = torch.autograd.grad(expected, [weight, bias, *ext], upstream)
+    assert torch.allclose(out, expected, atol=1e-5)
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_tfn_dropped_fusion_linear_refuses_a_second_backward():
+    ext = [extend_with_one(torch.randn(2, d)).requires_grad_() for d in (3, 2)]
+    out = _DroppedFusionLinear.apply(torch.ones(2, 12), torch.randn(4, 12), torch.zeros(4), 1.0, *ext)
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # not a silent wrong gradient
+        out.sum().backward()
+
+
+def test_tfn_training_path_uses_the_dropout_mask_and_its_keep_rate():
+    torch.manual_seed(3)
+    model = make("tfn", fusion_dropout=0.5)
+    model.train()
+    inputs = aligned([5, 3, 1, 4])
+    torch.manual_seed(7)
+    out = model(inputs).prediction
+    # the same draw by hand: the mask from the same RNG state, then the explicit layer
+    emb = model.embed(model.check_inputs(inputs))  # no dropout in the subnetworks (SMALL: dropout 0)
+    torch.manual_seed(7)
+    model.embed(model.check_inputs(inputs))
+    mask, keep = dropout_mask((4, model.fused_dim), 0.5)
+    x = F.relu(model.post_fusion[0](tensor_fusion([emb[m] for m in model.modalities]) * mask / keep))
+    for layer in model.post_fusion[1:]:
+        x = F.relu(layer(x))
+    assert torch.allclose(out, model.bound_output(model.out(x)), atol=1e-5)
+    assert 0.0 < mask.mean().item() < 1.0
 
 
 # ----------------------------------------------------------------------------------------- LMF
@@ -394,3 +450,16 @@ def test_a_per_modality_option_without_numbers_is_refused():
         _per_modality({"audio:32": None, "visual:128": None}, ["audio", "visual"], "hidden_dims")
     assert _per_modality({"audio": 32, "text": 4}, ["audio", "visual"], "hidden_dims", {"visual": 128}) == {
         "audio": 32, "visual": 128}
+
+
+def test_mfn_under_bf16_autocast_runs_in_fp32_and_trains():
+    # its hand-written recurrences have no bf16 path: under autocast the model runs in fp32 (same output)
+    model = make("mfn", attn_dropout=0.0).train()
+    inputs = aligned([5, 3, 1, 4])
+    expected = model(inputs).prediction
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(inputs).prediction
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

@@ -110,16 +110,23 @@ class _DropoutAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, keep, p: float, scale: float):
+    def forward(ctx, q, k, v, bias, keep, p: float, scale: float, bias_rows=None):
+        # ``bias_rows``: the bias is ``bias[bias_rows]`` (one row per (batch, head) row of q; a head-shared mask
+        # is not copied H times). Saved as the base and the index, gathered again in the backward.
+        ctx.bias_rows = bias_rows
+        if bias_rows is not None:
+            bias, base = bias.index_select(0, bias_rows), bias
         # uint8 -> float first: a mixed-dtype in-place multiply is ~2x slower than the conversion plus a float one
         weights = torch.softmax(_scores(q, k, bias, scale), dim=-1).mul_(keep.to(q.dtype))
-        ctx.save_for_backward(q, k, v, bias, keep)
+        ctx.save_for_backward(q, k, v, bias if bias_rows is None else base, keep)
         ctx.c, ctx.scale = 1.0 / (1.0 - p), scale
         return _bmm_thin(weights, v).mul_(ctx.c)
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, bias, keep = ctx.saved_tensors
+        if ctx.bias_rows is not None:
+            bias = bias.index_select(0, ctx.bias_rows)
         c = ctx.c
         probs = torch.softmax(_scores(q, k, bias, ctx.scale), dim=-1)
         keep = keep.to(probs.dtype)  # one conversion, used twice
@@ -136,9 +143,9 @@ class _DropoutAttention(torch.autograd.Function):
             _bmm_thin(grad_scores.transpose(1, 2), q).mul_(ctx.scale * c) if ctx.needs_input_grad[1] else None
         )
         grad_bias = None
-        if bias is not None and ctx.needs_input_grad[3]:
+        if bias is not None and ctx.needs_input_grad[3]:  # (never with bias_rows: only for constant masks)
             grad_bias = grad_scores.sum_to_size(bias.shape).mul_(c)
-        return grad_q, grad_k, grad_v, grad_bias, None, None, None
+        return grad_q, grad_k, grad_v, grad_bias, None, None, None, None
 
 
 def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: int = DROPOUT_CHUNK_ELEMENTS):
@@ -157,13 +164,20 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
     n = b * h
     qf, kf, vf = q.reshape(n, tq, d), k.reshape(n, tk, d), v.reshape(n, tk, dv)
     bias = None
+    head_shared = False
     if mask is not None:
         if mask.dtype == torch.bool:
             mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
         while mask.dim() < 4:
             mask = mask.unsqueeze(0)
-        bias = mask.expand(b, h, mask.shape[2], mask.shape[3])
-        bias = bias.reshape(n, bias.shape[2], bias.shape[3])
+        # a constant mask with its own query axis, shared by the heads (MulT's future mask [B, 1, Tq, Tk]): kept
+        # at [B, Tq, Tk] and gathered per chunk, not expanded to a [B * H, Tq, Tk] copy (200 MB at 500 x 500)
+        head_shared = mask.shape[1] == 1 and mask.shape[2] > 1 and h > 1 and not mask.requires_grad
+        if head_shared:
+            bias = mask[:, 0].expand(b, mask.shape[2], mask.shape[3])
+        else:
+            bias = mask.expand(b, h, mask.shape[2], mask.shape[3])
+            bias = bias.reshape(n, bias.shape[2], bias.shape[3])
     scale = 1.0 / math.sqrt(d)
     p_eff = effective_dropout(dropout_p)
     # rows per chunk: a multiple of 4 / gcd(Tq Tk, 4), so every chunk but the last draws whole int64 words and
@@ -172,12 +186,17 @@ def chunked_dropout_attention(q, k, v, mask, dropout_p: float, chunk_elements: i
     unit = 4 // math.gcd(tq * tk, 4)
     rows = max(unit, int(chunk_elements) // max(tq * tk, 1) // unit * unit)
     # split (not slice in a loop): a slice's backward fills a zero gradient of the whole tensor per chunk
-    chunks = zip(
-        qf.split(rows), kf.split(rows), vf.split(rows), [None] * n if bias is None else bias.split(rows)
-    )
+    if head_shared:  # every chunk reads the shared [B, Tq, Tk] mask at its rows' batch indices
+        batch_of_row = torch.arange(n, device=q.device) // h
+        biases, index = [bias] * n, batch_of_row.split(rows)
+    else:
+        biases, index = ([None] * n if bias is None else bias.split(rows)), [None] * n
+    chunks = zip(qf.split(rows), kf.split(rows), vf.split(rows), biases, index)
     outs = [
-        _DropoutAttention.apply(qc, kc, vc, bc, keep_mask((qc.shape[0], tq, tk), dropout_p, q.device), p_eff, scale)
-        for qc, kc, vc, bc in chunks
+        _DropoutAttention.apply(
+            qc, kc, vc, bc, keep_mask((qc.shape[0], tq, tk), dropout_p, q.device), p_eff, scale, ic
+        )
+        for qc, kc, vc, bc, ic in chunks
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
     return out.reshape(b, h, tq, dv)

@@ -52,6 +52,9 @@ class FusionModel(nn.Module):
         self.modalities = list(modality_dims)
         self.task = task
         self.output_dim = task.output_dim
+        # a batch where no sample lacks a modality leaves its values alone (no token written into them, so no
+        # gradient through the whole input tensor); the hook keeps that token in the graph with a zero term
+        self.register_forward_hook(_anchor_unused_tokens)
         # conversations: steps are utterances sharing one axis across modalities; no token there
         self.set_absent_mode("zeros" if task.sequence_labels else self.default_absent)
 
@@ -77,6 +80,12 @@ class FusionModel(nn.Module):
             values = values.new_zeros(values.shape[0], 1, values.shape[2])
             mask = mask.new_zeros(mask.shape[0], 1)
         absent = ~mask.any(1)  # [B]
+        if not torch.jit.is_tracing() and not bool(absent.any()):
+            # nothing to fill: the values as they are (a full-size where made every input, and the encoders'
+            # backward through it, differentiable for a zero gradient); the token joins the graph in the hook
+            self.absent_flags[m] = absent
+            self._unanchored.append(self.absent_tokens[self.modalities.index(m)])
+            return ModalityTensor(values, mask)
         token = self.absent_tokens[self.modalities.index(m)].to(values.dtype)
         first = torch.zeros_like(mask)
         first[:, 0] = True
@@ -92,6 +101,7 @@ class FusionModel(nn.Module):
         choose a time axis from the lengths: a one-step token must not become the axis)."""
         out = {}
         self.absent_flags: dict[str, torch.Tensor] = {}
+        self._unanchored: list[torch.Tensor] = []
         for m in self.modalities:
             if m not in inputs:
                 raise KeyError(f"{type(self).__name__} was built for {self.modalities} but got no {m!r} input")
@@ -124,6 +134,17 @@ class FusionModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _anchor_unused_tokens(module, args, output):
+    """Forward hook: ``prediction + sum(token[:0])`` (exactly 0, even for a NaN token) for every absent token
+    this call did not write into an input, so each token is in every training graph (DDP requires every
+    parameter to get a gradient, here a zero one, as the full-size ``torch.where`` used to give it)."""
+    tokens = module.__dict__.pop("_unanchored", None)
+    if tokens and torch.is_grad_enabled() and isinstance(output, ModelOutput):
+        zero = sum(t[:0].sum() for t in tokens)
+        output.prediction = output.prediction + zero.to(output.prediction.dtype)
+    return output
 
 
 def _soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emofusion.data.batch import ModelInputs
+from emofusion.data.batch import ModalityTensor, ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
 from emofusion.models.layers import align_to_common_axis, last_valid
 from emofusion.models.registry import register_model
@@ -180,6 +180,12 @@ class MemoryFusionNetwork(FusionModel):
         )
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
+        device = next(iter(inputs.values()))[0].device.type
+        if torch.is_autocast_enabled(device):
+            # the hand-written recurrences (GroupedLSTM, GatedMemory) have no mixed-precision path: under
+            # bf16-mixed autocast the whole model runs in fp32 (it used to fail on a bf16 x fp32 matmul)
+            with torch.autocast(device, enabled=False):
+                return self.forward({m: ModalityTensor(t[0].float(), t[1]) for m, t in inputs.items()})
         inputs = {m: _at_least_one_step(*t) for m, t in self.check_inputs(inputs).items()}
         lengths = {m: inputs[m][1].sum(1) for m in self.modalities}
         same = all(torch.equal(lengths[m], lengths[self.reference]) for m in self.modalities) and all(

@@ -23,7 +23,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder, masked_mean
+from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -84,7 +84,9 @@ class AveragedSubNet(nn.Module):
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # an utterance with one averaged frame (MMSA's "averaged" input) is its own mean
         values = torch.where(mask.unsqueeze(-1), values, 0.0)  # padding may hold anything, even NaN
-        x = values[:, 0] if values.shape[1] == 1 else masked_mean(values, mask)
+        # masked_mean without its multiply by the mask: the padding is already exactly zero (same result)
+        count = mask.sum(1, keepdim=True).to(values.dtype).clamp_min(1.0)
+        x = values[:, 0] if values.shape[1] == 1 else values.sum(1) / count
         x = self.dropout(self.norm(x))
         for linear in self.linears:
             x = F.relu(linear(x))
@@ -157,7 +159,56 @@ def dropout_mask(shape, p: float, device=None) -> tuple[torch.Tensor, float]:
         return torch.ones(shape, device=device), 1.0
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
     lanes = words.view(torch.int16)[:n].view(shape).bitwise_and_((1 << KEEP_BITS) - 1)
-    return (lanes < threshold).float(), threshold / (1 << KEEP_BITS)
+    # the comparison written straight into a float tensor: one pass (``(lanes < t).float()`` is two, 7x slower)
+    mask = torch.lt(lanes, threshold, out=torch.empty(shape, device=device))
+    return mask, threshold / (1 << KEEP_BITS)
+
+
+class _DroppedFusionLinear(torch.autograd.Function):
+    """``(z * mask) @ weight.T * scale + bias`` for ``z = (x)_m e_m`` (``tensor_fusion``'s layout), fused.
+
+    Autograd over the same ops allocated three more fused-size tensors per step (the masked gradient, and two
+    scalings by ``scale`` in addmm's backward); at TFN's MOSEI sizes (9M elements a batch) each fresh
+    allocation is page faults costing ~20 ms. Here the product is masked in place, the scale is applied to the
+    thin ``[B, P]`` output gradient, and the fused gradient is masked in place; values and gradients equal the
+    autograd formula with the same mask (tests/test_fusion_baselines.py).
+    """
+
+    @staticmethod
+    def forward(ctx, mask, weight, bias, scale, *extended):
+        prefixes = [extended[0]]
+        for e in extended[1:]:
+            prefixes.append(torch.bmm(prefixes[-1].unsqueeze(2), e.unsqueeze(1)).flatten(1))
+        # a fresh product nobody else holds is masked in place (one modality: the input itself, so a copy)
+        z = prefixes.pop().mul_(mask) if len(extended) > 1 else extended[0] * mask
+        ctx.scale = scale
+        ctx.save_for_backward(mask, weight, z, *extended, *prefixes)
+        return torch.addmm(bias, z, weight.t(), alpha=scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, weight, z, *rest = ctx.saved_tensors
+        n = (len(rest) + 1) // 2
+        # in the weights' dtype (under bf16 autocast the saved products are bf16, the weights fp32)
+        extended, prefixes = [e.to(weight.dtype) for e in rest[:n]], [q.to(weight.dtype) for q in rest[n:]]
+        g = grad.to(weight.dtype) * ctx.scale  # [B, P]
+        grad_weight = g.t() @ z.to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.to(weight.dtype).sum(0) if ctx.needs_input_grad[2] else None
+        grads = [None] * n
+        if any(ctx.needs_input_grad[4:]):
+            # the saved product is not needed any more: its buffer takes the fused gradient (one fresh
+            # fused-size allocation less per step), then masked in place. A second backward over the same graph
+            # (retain_graph=True) is refused by autograd's version check on the saved product.
+            if z.dtype == weight.dtype and z.is_contiguous():
+                gz = torch.mm(g, weight, out=z).mul_(mask)  # [B, prod d]
+            else:
+                gz = (g @ weight).mul_(mask)
+            for k in range(n - 1, 0, -1):  # peel the last modality off the product: z_k = z_{k-1} (x) e_k
+                g3 = gz.view(gz.shape[0], -1, extended[k].shape[1])
+                grads[k] = torch.bmm(prefixes[k - 1].unsqueeze(1), g3).squeeze(1)
+                gz = torch.bmm(g3, extended[k].unsqueeze(2)).squeeze(2)
+            grads[0] = gz
+        return None, grad_weight, grad_bias, None, *grads
 
 
 def contract_fused(weight: torch.Tensor, extended: list[torch.Tensor]) -> torch.Tensor:
@@ -220,13 +271,13 @@ class TensorFusionNetwork(FusionModel):
         p = self.fusion_dropout.p
         if self.training and p > 0:
             # element-wise dropout on the fused tensor needs the tensor itself
-            fused = tensor_fusion([emb[m] for m in self.modalities])
-            mask, keep = dropout_mask(fused.shape, p, fused.device) if p < 1 else (None, 0.0)
+            shape = (extended[0].shape[0], self.fused_dim)
+            mask, keep = dropout_mask(shape, p, extended[0].device) if p < 1 else (None, 0.0)
             if keep > 0:
-                # W (mask * z) / P(keep) + b: in place on the fresh product, the scale on the small output
-                x = torch.addmm(first.bias, fused.mul_(mask), first.weight.t(), alpha=1.0 / keep)
+                # W (mask * z) / P(keep) + b, one autograd node (see _DroppedFusionLinear)
+                x = _DroppedFusionLinear.apply(mask, first.weight, first.bias, 1.0 / keep, *extended)
             else:
-                x = first(self.fusion_dropout(fused))
+                x = first(self.fusion_dropout(tensor_fusion([emb[m] for m in self.modalities])))
         else:
             x = contract_fused(first.weight, extended) + first.bias
         x = F.relu(x)
