@@ -32,6 +32,7 @@ FLAG_NOTES = {
     "paper001-mfp": QUICK_SMOKE,
     "paper002-table2": QUICK_SMOKE,
     "paper002-window": QUICK_SMOKE,
+    "paper002-refit": QUICK_SMOKE,
     "paper002-speaker-offset": QUICK_SMOKE,
     "paper003-grid": "The synthetic emotion intensities are zero-inflated like CMU-MOSEI's (most intensities "
     "are exactly 0), so the all-zero predictor has a low MAE and a high binary and 4-class accuracy. An "
