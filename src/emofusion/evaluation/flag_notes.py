@@ -35,11 +35,12 @@ FLAG_NOTES = {
     "paper002-refit": QUICK_SMOKE,
     "paper002-speaker-offset": QUICK_SMOKE,
     "paper003-grid": "The synthetic emotion intensities are zero-inflated like CMU-MOSEI's (most intensities "
-    "are exactly 0), so the all-zero predictor has a low MAE and a high binary and 4-class accuracy. An "
-    "input-level fusion DNN trained with the paper's L1 loss first learns to predict 0 and beats all-zero only "
-    "where its modalities carry the cue of that emotion; the unimodal audio and visual rows mostly do not. "
-    "`pearson_r` (all-zero has none) shows which cells learned. A presence x intensity head "
-    "(`model.head=zero_inflated`, docs/models/early_fusion.md) is the documented extension for this.",
+    "are exactly 0), so the all-zero predictor (the median) has a low MAE and a high binary and 4-class "
+    "accuracy. The paper's L1 loss pulls an input-level fusion DNN towards that median: on this data the "
+    "LSTM and BLSTM cells stay there (binary accuracy equal to all-zero's, `pearson_r` near 0), and only CNN "
+    "cells that read text get below it. `pearson_r` (all-zero has none) shows which cells learned anything. "
+    "A presence x intensity head (`model.head=zero_inflated`, docs/options.md and docs/results/zero_inflated.md) is the documented "
+    "extension for zero-inflated targets.",
     "paper003-mmmo": "Single-view rows on ICT-MMMO (see paper001-mmmo): FACET alone does not beat the train "
     "median.",
     "paper003-youtube": "YouTube (MFN release): 125 of 173 training videos have no audio frame and 129 no video "
