@@ -122,19 +122,27 @@ def table2_rows(preset: str) -> dict[str, dict]:
     return rows
 
 
+def _table2_cells(preset: str, aligned: str, unaligned: str, adjust=None) -> list[Cell]:
+    """Table 2's rows x (aligned, unaligned); ``adjust(base, dataset)`` changes the shared run settings."""
+    cells = []
+    for column, dataset in (("aligned", aligned), ("unaligned", unaligned)):
+        if not dataset:
+            continue
+        base = _base(preset, dataset)
+        if adjust is not None:
+            base = adjust(base, dataset)
+        for row, frag in table2_rows(preset).items():
+            cells.append(Cell(row, column, {**base, **frag}))
+    return cells
+
+
 @register_suite(
     "paper002-table2",
     "paper 002 Table 2: unimodal delta attention, DCCA, full model, MulT; aligned vs unaligned",
 )
 def table2(preset: str) -> SuiteSpec:
     aligned, unaligned = _datasets()
-    cells = []
-    for column, dataset in (("aligned", aligned), ("unaligned", unaligned)):
-        if not dataset:
-            continue
-        base = _base(preset, dataset)
-        for row, frag in table2_rows(preset).items():
-            cells.append(Cell(row, column, {**base, **frag}))
+    cells = _table2_cells(preset, aligned, unaligned)
     published = {}
     if "mosei" in unaligned.lower():
         for (row, col), (acc6, f1) in PUBLISHED_MOSEI.items():
@@ -278,16 +286,14 @@ def refit_runner(job):
 )
 def table2_refit(preset: str) -> SuiteSpec:
     aligned, unaligned = _datasets()
-    cells = []
-    for column, dataset in (("aligned", aligned), ("unaligned", unaligned)):
-        if not dataset:
-            continue
-        base = _base(preset, dataset)
+
+    def protocol(base: dict, dataset: str) -> dict:
         if dataset.startswith("synthetic"):
             base["dataset_options"] = {**base["dataset_options"], **split_80_10_10(preset)}
         base["runner"] = "emofusion.evaluation.suites.paper002:refit_runner"
-        for row, frag in table2_rows(preset).items():
-            cells.append(Cell(row, column, {**base, **frag}))
+        return base
+
+    cells = _table2_cells(preset, aligned, unaligned, protocol)
     return SuiteSpec(
         cells=cells,
         metrics=["acc6", "f1_6", "mae", *PER_EMOTION],
