@@ -170,7 +170,7 @@ class EmoFusionModule(L.LightningModule):
         self._adopt_absent_mode(checkpoint.get("state_dict", {}))
 
     def _adopt_absent_mode(self, state_dict: dict) -> None:
-        """A checkpoint written before learned absent tokens existed (emofusion < 0.1 session 3) has none: its
+        """A checkpoint written before learned absent tokens existed has none for a model that now has them: its
         model was trained with absent modalities as zeros, so load it that way instead of failing."""
         from emofusion.models.base import FusionModel
 
