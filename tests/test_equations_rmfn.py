@@ -16,6 +16,7 @@ import torch
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.tasks import classification_task
+from helpers import random_inputs
 
 DIMS = {"text": 4, "audio": 3, "visual": 2}
 TASK = classification_task(("a", "b", "c"))
@@ -98,13 +99,7 @@ def reference(model, seqs):
 
 
 def batch(lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, lens in lengths.items():
-        steps = max(lens) + 1
-        mask = torch.arange(steps)[None] < torch.tensor(lens)[:, None]
-        out[m] = ModalityTensor(torch.randn(len(lens), steps, DIMS[m], generator=g), mask)
-    return out
+    return random_inputs(lengths, DIMS, seed)
 
 
 def build(absent: str = "token", **options):

@@ -145,17 +145,13 @@ def suggest(trial, key: str, spec):
 def apply_params(base: dict, params: dict) -> dict:
     """A config dict with the trial's values put in place (``model.X`` -> model_options, ``data.X`` ->
     dataset_options, nested with dots)."""
+    from emofusion.training.config import set_section_option
+
     out = copy.deepcopy(base)
     out.setdefault("model_options", {})
     out.setdefault("dataset_options", {})
     for key, value in params.items():
-        parts = key.split(".")
-        if parts[0] in ("model", "data") and len(parts) > 1:
-            target = out["model_options" if parts[0] == "model" else "dataset_options"]
-            for p in parts[1:-1]:
-                target = target.setdefault(p, {})
-            target[parts[-1]] = value
-        else:
+        if not set_section_option(out, key, value):
             out[key] = value
     return out
 

@@ -184,6 +184,19 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def set_section_option(data: dict, key: str, value) -> bool:
+    """``model.X.Y=v`` -> ``data["model_options"]["X"]["Y"] = v`` (``data.`` -> dataset_options); False (and
+    nothing set) when ``key`` names no such section option."""
+    parts = key.split(".")
+    if parts[0] not in ("model", "data") or len(parts) < 2:
+        return False
+    target = data.setdefault("model_options" if parts[0] == "model" else "dataset_options", {})
+    for p in parts[1:-1]:
+        target = target.setdefault(p, {})
+    target[parts[-1]] = value
+    return True
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = {**data, "model_options": dict(data.get("model_options", {})),
             "dataset_options": dict(data.get("dataset_options", {}))}
@@ -193,12 +206,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         value = _parse_value(raw)
         parts = key.split(".")
-        if parts[0] in ("model", "data") and len(parts) > 1:
-            target = data["model_options" if parts[0] == "model" else "dataset_options"]
-            for p in parts[1:-1]:
-                target = target.setdefault(p, {})
-            target[parts[-1]] = value
-        elif len(parts) == 1:
+        if set_section_option(data, key, value):
+            continue
+        if len(parts) == 1:
             if key == "modalities" and isinstance(value, str):
                 value = [m.strip() for m in value.split(",") if m.strip()]
             data[key] = value
