@@ -131,7 +131,11 @@ def test_killed_study_resumes(tmp_path):
                 study, states = _counts(journal, "study")
             except Exception:  # the study is being created
                 continue
-            if states.count(TrialState.COMPLETE) >= 1 and states[-1] == TrialState.RUNNING:
+            # mid-trial = the running trial has recorded its worker (host, pid): a kill in the instant between
+            # optuna creating the trial and the objective's first line leaves an ownerless trial, which only
+            # --fail-running reclaims (reclaim_stale's docstring)
+            owned = study.get_trials(deepcopy=False)[-1].user_attrs.get("pid") if states else None
+            if states.count(TrialState.COMPLETE) >= 1 and states[-1] == TrialState.RUNNING and owned:
                 os.kill(proc.pid, signal.SIGKILL)  # mid-trial
                 proc.wait()
                 killed_state = [(t.number, t.state, t.value) for t in study.get_trials()]

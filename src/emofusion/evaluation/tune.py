@@ -267,7 +267,8 @@ def _pid_alive(pid: int) -> bool:
 
 def reclaim_stale(study, all_hosts: bool = False) -> list[int]:
     """Trials left RUNNING by a killed worker: marked failed (not counted) and their parameters queued again.
-    Only trials of this host whose process is gone are touched, unless ``all_hosts`` (no worker alive)."""
+    Only trials of this host whose process is gone are touched, unless ``all_hosts`` (no worker alive). A worker
+    killed before its objective recorded host and pid leaves a trial with no owner: only ``all_hosts`` takes it."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
