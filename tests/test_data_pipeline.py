@@ -150,3 +150,54 @@ def test_hygiene_rejects_wrong_feature_size():
     bad = _sample(1, 2, 3, dim_a=5)
     with pytest.raises(ValueError, match="s1.*audio.*5 features"):
         HygieneTransform(state)(bad)
+
+
+def _reference_pad(arrays, dtype):
+    """The plain definition: zeros [B, max T, ...] with row i's first T_i steps = array i, mask = step < T_i."""
+    max_len = max(max(len(a) for a in arrays), 1)
+    values = torch.zeros((len(arrays), max_len, *np.asarray(arrays[0]).shape[1:]), dtype=dtype)
+    mask = torch.zeros((len(arrays), max_len), dtype=torch.bool)
+    for i, a in enumerate(arrays):
+        for t in range(len(a)):
+            values[i, t] = torch.as_tensor(np.asarray(a[t]), dtype=dtype)
+            mask[i, t] = True
+    return values, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.long])
+def test_pad_sequences_matches_the_definition(dtype):
+    from emofusion.data.collate import pad_sequences
+
+    rng = np.random.default_rng(3)
+    # unequal lengths, an empty sequence, float64 input (cast like torch.as_tensor), more than one trailing dim
+    arrays = [rng.normal(size=(n, 3, 2)) * 10 for n in (5, 0, 2, 7)]
+    if dtype == torch.long:
+        arrays = [a.astype(np.int64) for a in arrays]
+    values, mask = pad_sequences(arrays, dtype=dtype)
+    ref_values, ref_mask = _reference_pad(arrays, dtype)
+    assert values.dtype == dtype and mask.dtype == torch.bool
+    assert values.shape == (4, 7, 3, 2)
+    assert torch.equal(mask, ref_mask) and torch.equal(values, ref_values)
+    empty_values, empty_mask = pad_sequences([np.zeros((0, 4)), np.zeros((0, 4))])
+    assert empty_values.shape == (2, 1, 4) and not empty_mask.any()
+
+
+def test_materialized_applies_the_transforms_once_and_keeps_lazy_datasets_lazy():
+    samples = [Sample(f"s{i}", {"audio": np.full((i + 1, 2), float(i), np.float32)}, np.zeros(1, np.float32))
+               for i in range(5)]
+    calls = []
+
+    def double(sample):
+        calls.append(sample.id)
+        return Sample(sample.id, {m: 2 * v for m, v in sample.features.items()}, sample.label)
+
+    view = SampleDataset(samples).with_transform(double)
+    fixed = view.materialized()
+    assert len(calls) == 5 and fixed.transforms == []
+    for _ in range(2):  # two "epochs"
+        for i in range(5):
+            assert np.array_equal(fixed[i].features["audio"], view.raw(i).features["audio"] * 2)
+    assert len(calls) == 5  # nothing recomputed after materialisation
+    assert fixed.ids == view.ids and list(fixed.lengths()) == list(view.lengths())
+    lazy = SampleDataset(ids=["a"], loader=lambda i: samples[i]).with_transform(double)
+    assert lazy.materialized() is lazy

@@ -463,3 +463,35 @@ def test_mfn_under_bf16_autocast_runs_in_fp32_and_trains():
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["tfn", "lmf"])
+@pytest.mark.parametrize("absent", ["token", "zeros"])
+def test_declared_time_averaged_inputs_give_the_same_output_averaged_once(name, absent):
+    """The engine replaces the inputs a model declares as time-averaged by their one-step mean
+    (``TimeAverage``) before training; the model's output must not change (unequal lengths, a one-step and an
+    absent sample, padding filled with garbage)."""
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.data.collate import collate_samples
+    from emofusion.data.dataset import TimeAverage
+
+    model = make(name, absent=absent)
+    assert model.time_averaged_inputs() == ("audio", "visual")  # text is the LSTM's sequence
+    assert make(name, sequence_modalities=("text", "audio")).time_averaged_inputs() == ("visual",)
+    rng = np.random.default_rng(0)
+    lengths = {"text": [5, 3, 1, 4], "audio": [20, 9, 0, 13], "visual": [8, 1, 2, 3]}
+    samples = [
+        Sample(f"s{i}", {m: rng.normal(size=(lengths[m][i], d)).astype(np.float32) * 3 for m, d in DIMS.items()},
+               np.zeros(1, np.float32))
+        for i in range(4)
+    ]
+    full = collate_samples(samples).inputs
+    averaged = [TimeAverage(model.time_averaged_inputs())(s) for s in samples]
+    assert averaged[0].features["audio"].shape == (1, 5) and averaged[2].features["audio"].shape == (0, 5)
+    assert averaged[0].features["text"].shape == (5, 6)  # a sequence input is left alone
+    short = collate_samples(averaged).inputs
+    assert short["audio"].values.shape[1] == 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(short).prediction, model(full).prediction, rtol=1e-5, atol=1e-6)

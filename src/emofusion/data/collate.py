@@ -18,17 +18,22 @@ from emofusion.data.batch import Batch, ModalityTensor, Sample
 
 
 def pad_sequences(arrays: Sequence[np.ndarray], dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``[T_i, ...]`` arrays into ``[B, max T, ...]`` zeros-padded values and a ``[B, max T]`` mask."""
-    lengths = [a.shape[0] for a in arrays]
-    max_len = max(max(lengths), 1)
-    tail = arrays[0].shape[1:]
-    values = torch.zeros((len(arrays), max_len, *tail), dtype=dtype)
-    mask = torch.zeros((len(arrays), max_len), dtype=torch.bool)
+    """Stack ``[T_i, ...]`` arrays into ``[B, max T, ...]`` zeros-padded values and a ``[B, max T]`` mask.
+
+    Filled in NumPy and handed to torch without a copy: a per-sample torch slice assignment costs ~10 us of
+    dispatch each, which made collation a tenth of a small model's epoch."""
+    arrays = [np.asarray(a) for a in arrays]
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    max_len = max(int(lengths.max()), 1)
+    values = np.zeros((len(arrays), max_len, *arrays[0].shape[1:]), dtype=_NUMPY_DTYPES[dtype])
     for i, a in enumerate(arrays):
         if lengths[i]:
-            values[i, : lengths[i]] = torch.as_tensor(np.asarray(a), dtype=dtype)
-            mask[i, : lengths[i]] = True
-    return values, mask
+            values[i, : lengths[i]] = a
+    mask = np.arange(max_len)[None, :] < lengths[:, None]
+    return torch.from_numpy(values), torch.from_numpy(mask)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.long: np.int64, torch.int64: np.int64}
 
 
 def collate_samples(samples: Sequence[Sample], modalities: Sequence[str] | None = None) -> Batch:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -63,12 +63,37 @@ class SampleDataset(Dataset):
             )
         return self._lengths
 
+    def materialized(self) -> SampleDataset:
+        """The transformed samples computed once and held in memory (no transforms left to run), so an epoch
+        does not redo the hygiene of every sample; a lazy dataset (read on demand) is returned as it is."""
+        if self._samples is None or not self.transforms:
+            return self
+        out = SampleDataset([self[i] for i in range(len(self))], name=self.name)
+        return out
+
     def with_transform(self, transform: Callable[[Sample], Sample]) -> SampleDataset:
         """A view of the same samples with one more transform (the original is unchanged)."""
         view = SampleDataset.__new__(SampleDataset)
         view.__dict__.update(self.__dict__)
         view.transforms = [*self.transforms, transform]
         return view
+
+
+class TimeAverage:
+    """``Sample -> Sample``: each listed modality replaced by the mean of its steps, one step (an empty sequence
+    stays empty, so an absent modality is still absent). For models that read those modalities only as that
+    mean (``FusionModel.time_averaged_inputs``): collating one step instead of every frame. Picklable."""
+
+    def __init__(self, modalities):
+        self.modalities = tuple(modalities)
+
+    def __call__(self, sample: Sample) -> Sample:
+        feats = dict(sample.features)
+        for m in self.modalities:
+            x = feats.get(m)
+            if x is not None and len(x) > 1:
+                feats[m] = np.asarray(x, dtype=np.float32).mean(0, keepdims=True, dtype=np.float64).astype(np.float32)
+        return replace(sample, features=feats)
 
 
 @dataclass

@@ -40,6 +40,12 @@ class FusionModel(nn.Module):
     # (lightning module, dataset bundle, plots dir) -> list of paths (see emofusion.evaluation.plots.plot_run)
     extra_plots: tuple[str, ...] = ()
 
+    def time_averaged_inputs(self) -> tuple[str, ...]:
+        """Modalities this model reads only as the mean over each sample's real steps (of the standardised
+        input), so the engine may average them once before training (``data.dataset.TimeAverage``) instead of
+        collating every frame each epoch. The model must give the same output for the averaged one-step input."""
+        return ()
+
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec):
         super().__init__()
         if not modality_dims:

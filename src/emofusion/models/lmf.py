@@ -72,6 +72,9 @@ class LowRankMultimodalFusion(FusionModel):
             nn.init.xavier_normal_(f)
         nn.init.xavier_normal_(self.fusion_weights)
 
+    def time_averaged_inputs(self) -> tuple[str, ...]:
+        return self.embed.averaged_modalities()
+
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         inputs = self.check_inputs(inputs)
         emb = self.embed(inputs)

@@ -127,6 +127,9 @@ class ModalityEmbeddings(nn.Module):
     def forward(self, inputs) -> dict[str, torch.Tensor]:
         return {m: net(*inputs[m]) for m, net in self.nets.items()}
 
+    def averaged_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m, net in self.nets.items() if isinstance(net, AveragedSubNet))
+
 
 def extend_with_one(z: torch.Tensor) -> torch.Tensor:
     """``[z; 1]``: the constant 1 keeps lower-order (unimodal, bimodal) terms in the product."""
@@ -262,6 +265,9 @@ class TensorFusionNetwork(FusionModel):
         dims = [self.fused_dim] + [int(post_fusion_dim)] * int(post_fusion_layers)
         self.post_fusion = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.out = nn.Linear(dims[-1], self.output_dim)
+
+    def time_averaged_inputs(self) -> tuple[str, ...]:
+        return self.embed.averaged_modalities()
 
     def forward(self, inputs: ModelInputs) -> ModelOutput:
         inputs = self.check_inputs(inputs)

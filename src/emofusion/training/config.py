@@ -114,6 +114,9 @@ class RunConfig:
     drop_constant: bool = True
     strict: bool = False  # True: a bad sample stops the run instead of being skipped and counted
     bucket: bool = True  # length-bucketed batches
+    # in-memory datasets: standardise train/val once before training instead of every epoch (holds a second,
+    # float32 copy of those splits; false halves the memory of a huge in-memory set). Lazy formats: no effect.
+    materialize: bool = True
     gradient_clip: float = 0.0
     # > 0: validate, select and save an exponential moving average of the weights (Polyak averaging; decay per
     # optimiser step). Small real sets (ICT-MMMO: 220 training videos) select a lucky step otherwise.

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from emofusion.data import load_dataset
 from emofusion.data.collate import Collator, LengthBucketBatchSampler
-from emofusion.data.dataset import DatasetBundle, SampleDataset
+from emofusion.data.dataset import DatasetBundle, SampleDataset, TimeAverage
 from emofusion.data.hygiene import apply_hygiene, fit_hygiene
 from emofusion.data.validation import check_headline, scan_split
 from emofusion.evaluation.baselines import bundle_baselines, split_labels
@@ -87,6 +87,10 @@ def validate_split(
 
 def _subset(dataset: SampleDataset, indices: list[int]) -> SampleDataset:
     base = dataset
+    if base._samples is not None:  # stays in memory (and can be materialised)
+        view = SampleDataset([base.raw(i) for i in indices], name=base.name)
+        view.transforms = list(base.transforms)
+        return view
     view = SampleDataset(ids=[base.ids[i] for i in indices], loader=lambda k: base.raw(indices[k]), name=base.name)
     view.transforms = list(base.transforms)
     return view
@@ -170,8 +174,15 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
         config.to_dict(),
     )
     modalities = bundle.modalities
-    train_loader = make_loader(bundle.train, config, modalities, True, task.sequence_labels)
-    val_loader = make_loader(bundle.val, config, modalities, False, task.sequence_labels)
+    train_set, val_set = bundle.train, bundle.val
+    averaged = module.model.time_averaged_inputs()
+    if averaged and not (config.input_noise or config.feature_dropout):  # those act on every frame
+        # inputs the model only averages are averaged once here (same output, tested), not collated per frame
+        train_set, val_set = (ds.with_transform(TimeAverage(averaged)) for ds in (train_set, val_set))
+    if config.materialize:
+        train_set, val_set = train_set.materialized(), val_set.materialized()
+    train_loader = make_loader(train_set, config, modalities, True, task.sequence_labels)
+    val_loader = make_loader(val_set, config, modalities, False, task.sequence_labels)
     # the sampler is not sharded yet (the process group starts inside fit): divide by the process count
     budget = resolve_budget(config, -(-len(train_loader) // _world_size(config)))
     if config.lr_schedule == "plateau":
