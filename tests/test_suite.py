@@ -176,3 +176,39 @@ def test_every_registered_suite_explains_its_flags():
 
     missing = sorted(set(list_suites()) - set(FLAG_NOTES))
     assert not missing, f"suites without a flag explanation in evaluation/flag_notes.py: {missing}"
+
+
+def test_a_killed_suite_cell_resumes_from_its_checkpoint(tmp_path):
+    """A suite stopped mid-cell (SIGKILL: no clean-up) continues that cell from its last checkpoint on the next
+    run, and ends with the numbers of an uninterrupted run (exact resume), not a fresh start."""
+    import os
+    import subprocess
+    import sys
+
+    config = {**TINY, "max_epochs": 3, "checkpoint_every_n_steps": 1, "min_steps": 0}
+
+    def job(out):
+        return suite_mod.Job(config=config, seed=0, perturbations={"clean": None}, split="test",
+                             cache_path=str(out / "cache.json"), run_dir=str(out / "run"))
+
+    whole = suite_mod.run_job(job(tmp_path / "whole"))
+    assert whole["status"] == "ok", whole.get("error")
+
+    cut = tmp_path / "cut"
+    script = ("import sys, json; from emofusion.evaluation import suite as s; "
+              f"s.run_job(s.Job(config=json.loads(sys.argv[1]), seed=0, perturbations={{'clean': None}}, "
+              f"split='test', cache_path={str(cut / 'cache.json')!r}, run_dir={str(cut / 'run')!r}))")
+    env = dict(os.environ, EMOFUSION_FAULT_AT_STEP="5", OMP_NUM_THREADS="1")  # 3 batches an epoch: in epoch 2
+    killed = subprocess.run([sys.executable, "-c", script, json.dumps(config)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode != 0 and not (cut / "cache.json").exists()
+    assert (cut / "run" / "checkpoints" / "last.ckpt").exists()
+    assert suite_mod._interrupted(job(cut))
+    (cut / "run" / "killed_here").write_text("")  # a fresh start would move the folder aside, and this with it
+
+    resumed = suite_mod.run_job(job(cut))
+    assert resumed["status"] == "ok", resumed.get("error")
+    assert (cut / "run" / "killed_here").exists()  # continued in place
+    for name, value in whole["metrics"]["test"].items():
+        assert resumed["metrics"]["test"][name] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), name
+    assert (cut / "cache.json").exists()

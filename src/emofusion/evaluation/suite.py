@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,9 @@ import numpy as np
 from emofusion.evaluation.baselines import beats_baselines
 from emofusion.evaluation.robustness import make_perturbation, perturbation_label
 from emofusion.registry import Registry
+from emofusion.training.rundir import ResumeError
+
+log = logging.getLogger("emofusion.benchmark")
 
 # 2: the step-based training recipe and trivial baselines in every record (issue 13); older runs retrain
 CACHE_VERSION = 2
@@ -250,7 +254,14 @@ def run_job(job: Job, resume: bool = False) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     try:
-        record = _train_and_evaluate(job, resume=True) if resume else _train_and_evaluate(job)
+        # a run of this very job (run folders are named by config and seed) that was killed mid-training
+        # continues from its last checkpoint instead of starting over: a stopped suite loses minutes, not cells
+        resume = resume or _interrupted(job)
+        try:
+            record = _train_and_evaluate(job, resume=True) if resume else _train_and_evaluate(job)
+        except ResumeError as err:  # no checkpoint that loads: train from scratch (the old folder is kept aside)
+            log.warning("%s: %s; training it from the start", job.run_dir, err)
+            record = _train_and_evaluate(job)
     except Exception as err:
         return {
             "status": "error",
@@ -262,6 +273,14 @@ def run_job(job: Job, resume: bool = False) -> dict:
     _atomic_write(Path(job.cache_path), json.dumps(record, indent=1, default=_json_default))
     record["cached"] = False
     return record
+
+
+def _interrupted(job: Job) -> bool:
+    """The job's run folder holds checkpoints but the job has no cache record: it was stopped mid-run."""
+    if "runner" in job.config:  # peer-library and multi-run cells manage their own folders
+        return False
+    ckpt = Path(job.run_dir) / "checkpoints"
+    return ckpt.is_dir() and (any(ckpt.glob("last.ckpt")) or any(ckpt.glob("step-*.ckpt")))
 
 
 def plan_jobs(spec: SuiteSpec, seeds: Sequence[int], out_dir: Path) -> list[Job]:
