@@ -315,3 +315,30 @@ def test_materialized_training_data_gives_the_same_run(tmp_path):
         assert results[0][split].keys() == results[1][split].keys()
         for name, value in results[0][split].items():  # NaN (undefined metrics) equal NaN here
             assert value == results[1][split][name] or (np.isnan(value) and np.isnan(results[1][split][name]))
+
+
+def test_engine_averages_the_inputs_a_model_declares_only_for_training(tmp_path, monkeypatch):
+    """tfn reads audio/visual as time means: the train/val loaders get them averaged once (one step a sample),
+    the text sequence stays whole; with input noise (which acts on single frames) nothing is averaged."""
+    from emofusion.training import run as run_mod
+
+    seen = []
+    original = run_mod.make_loader
+
+    def spy(dataset, config, modalities, train, sequence_labels=False):
+        seen.append((train, {m: len(dataset[0].features[m]) for m in modalities}, len(dataset.transforms)))
+        return original(dataset, config, modalities, train, sequence_labels)
+
+    monkeypatch.setattr(run_mod, "make_loader", spy)
+    opts = apply_overrides({}, TINY)["dataset_options"]
+    for noise in (0.0, 0.1):
+        seen.clear()
+        cfg = RunConfig(model="tfn", dataset="synthetic", dataset_options=opts, max_steps=2, val_every_n_steps=2,
+                        input_noise=noise, progress=False, plots=False, output=str(tmp_path / f"r{noise}"))
+        train_run(cfg)
+        fit = [s for s in seen[:2]]  # the train and val loaders of the fit (evaluation builds its own after)
+        assert [train for train, _, _ in fit] == [True, False]
+        for _, lengths, transforms in fit:
+            assert transforms == 0  # materialised
+            assert lengths["text"] > 1
+            assert (lengths["audio"] == 1 and lengths["visual"] == 1) == (noise == 0.0), lengths
