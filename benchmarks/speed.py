@@ -788,6 +788,7 @@ def render_report(res: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups = {}
+    flags: list[bool] = []
     for a in res["accuracy"]:
         groups.setdefault((a["dataset"], a["model"]), []).append(a)
     for (dataset, model), rows in groups.items():
@@ -801,13 +802,26 @@ def render_report(res: dict) -> str:
         errs = [x["error"][:80] for x in rows if "error" in x]
         base = [x for x in rows if "mean_mse" in x]
         mse = key_metric == "test_mse"
+        best_constant = (min(base[0]["mean_mse" if mse else "median_mae"], base[0]["zero_mse" if mse else "zero_mae"])
+                         if base and "median_mae" in base[0] else None)
+
+        def flagged(prec):
+            xs = [x[key_metric] for x in rows if x["precision"] == prec and x.get(key_metric) is not None]  # noqa: B023
+            loses = bool(xs) and best_constant is not None and np.mean(xs) >= best_constant
+            flags.append(loses)
+            return col(prec, key_metric) + (" †" if loses else "")
+
         lines.append(
             f"| {dataset.split('/')[-1]} | {model} | {len({x['seed'] for x in rows})} | {'MSE' if mse else 'MAE'} | "
-            f"{col('32-true', key_metric)} | {col('bf16-mixed', key_metric)} | "
+            f"{flagged('32-true')} | {flagged('bf16-mixed')} | "
             f"{base[0]['mean_mse' if mse else 'median_mae']:.4f} | {base[0]['zero_mse' if mse else 'zero_mae']:.4f} | "
             f"{col('32-true', 'cpu_s')[:6]} / {col('bf16-mixed', 'cpu_s')[:6]} |" if base and "median_mae" in base[0] else
             f"| {dataset.split('/')[-1]} | {model} | | | error: {'; '.join(errs)} | | | | |"
         )
+    if any(flags):
+        lines += ["", "† not better than the best constant of the same split. These runs have the training engine's "
+                  f"budget capped at {'2' if res.get('quick') else '10'} epochs, the same for both precisions: they "
+                  "measure what bf16 changes at equal budget, not what the model reaches (docs/results.md does)."]
     if any("scaling" in r for r in res["models"]):
         lines += ["", "### Scaling with audio/visual length (visual = 3/4 of audio, text 20, batch 8)", "",
                   "![scaling](speed_scaling.png)", "",
