@@ -48,7 +48,10 @@ FLAG_NOTES = {
     "A presence x intensity head (`model.head=zero_inflated`, docs/options.md and docs/results/zero_inflated.md) is the documented "
     "extension for zero-inflated targets.",
     "paper003-mmmo": "Single-view rows on ICT-MMMO (see paper001-mmmo): FACET alone does not beat the train "
-    "median.",
+    "median. ef_lstm on A+V does not either: the visual frames that lose on their own pull its early-fused "
+    "one-direction LSTM below the audio-only row, where the bidirectional LSTM and the CNN on the same input beat "
+    "the median; the quick preset runs the paper's grid defaults untuned. The binary accuracies' constant is "
+    "strong (most videos are positive).",
     "paper003-youtube": "YouTube (MFN release): 125 of 173 training videos have no audio frame and 129 no video "
     "frame (shared/data README), so most samples carry no features at all and the majority class is the hard "
     "baseline: no audio + visual model beats it.",
