@@ -212,3 +212,8 @@ def test_a_killed_suite_cell_resumes_from_its_checkpoint(tmp_path):
     for name, value in whole["metrics"]["test"].items():
         assert resumed["metrics"]["test"][name] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), name
     assert (cut / "cache.json").exists()
+    # a finished run whose cache record is moved aside (the documented way to retrain a cell) retrains
+    (cut / "cache.json").unlink()
+    assert not suite_mod._interrupted(job(cut))
+    again = suite_mod.run_job(job(cut))
+    assert again["status"] == "ok" and not (cut / "run" / "killed_here").exists()  # a fresh folder

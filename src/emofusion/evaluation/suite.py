@@ -276,11 +276,15 @@ def run_job(job: Job, resume: bool = False) -> dict:
 
 
 def _interrupted(job: Job) -> bool:
-    """The job's run folder holds checkpoints but the job has no cache record: it was stopped mid-run."""
+    """The job's run folder holds checkpoints but no metrics.json (what a finished run writes last): it was
+    stopped mid-training. A finished run whose cache record was moved aside is retrained, not resumed."""
     if "runner" in job.config:  # peer-library and multi-run cells manage their own folders
         return False
-    ckpt = Path(job.run_dir) / "checkpoints"
-    return ckpt.is_dir() and (any(ckpt.glob("last.ckpt")) or any(ckpt.glob("step-*.ckpt")))
+    run_dir = Path(job.run_dir)
+    ckpt = run_dir / "checkpoints"
+    if (run_dir / "metrics.json").exists() or not ckpt.is_dir():
+        return False
+    return any(ckpt.glob("last.ckpt")) or any(ckpt.glob("step-*.ckpt"))
 
 
 def plan_jobs(spec: SuiteSpec, seeds: Sequence[int], out_dir: Path) -> list[Job]:
