@@ -217,3 +217,17 @@ def test_a_killed_suite_cell_resumes_from_its_checkpoint(tmp_path):
     assert not suite_mod._interrupted(job(cut))
     again = suite_mod.run_job(job(cut))
     assert again["status"] == "ok" and not (cut / "run" / "killed_here").exists()  # a fresh folder
+
+
+def test_baseline_rows_for_a_column_of_views_with_the_same_labels():
+    """A column mixing ``mfn:X`` and ``wordslots:mfn:X`` cells (same labels and splits, so equal baselines) gets
+    the baseline rows; a column of two datasets with different baselines gets none (only the flags)."""
+    def cell(col, key, median):
+        base = {"mean": {"train_median": {"mae": median}}, "std": {"train_median": {"mae": 0.0}},
+                "n": {"train_median": {"mae": 3}}}
+        return {"column": col, "dataset_key": key, "baselines": base}
+
+    cells = [cell("same", "mfn:x", 1.181), cell("same", "wordslots:mfn:x", 1.181),
+             cell("mixed", "mfn:x", 1.181), cell("mixed", "mfn:y", 0.9)]
+    rows = suite_mod.baseline_rows(cells, ["mae"])
+    assert [(r["column"], r["row"], r["mean"]["mae"]) for r in rows] == [("same", "baseline: train_median", 1.181)]

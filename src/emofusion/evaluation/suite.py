@@ -445,7 +445,8 @@ def baseline_rows(cells: list[dict], metrics: Sequence[str]) -> list[dict]:
     out = []
     for col in columns:
         in_col = [c for c in cells if c["column"] == col and c["baselines"]["mean"]]
-        if not in_col or len({c["dataset_key"] for c in in_col}) != 1:
+        if not in_col or not (len({c["dataset_key"] for c in in_col}) == 1
+                              or _same_baselines([c["baselines"]["mean"] for c in in_col])):
             continue
         base = in_col[0]["baselines"]
         for name in base["mean"]:
@@ -460,6 +461,16 @@ def baseline_rows(cells: list[dict], metrics: Sequence[str]) -> list[dict]:
                 "is_baseline": True,
             })
     return out
+
+
+def _same_baselines(means: list[dict]) -> bool:
+    """Equal baseline values in every cell: one dataset, or views of it with the same labels and splits
+    (``wordslots:mfn:X`` and ``mfn:X``), so one set of baseline rows stands for the whole column."""
+    def canon(mean: dict) -> str:
+        return json.dumps({b: {m: (round(v, 12) if np.isfinite(v) else None) for m, v in sorted(ms.items())}
+                           for b, ms in sorted(mean.items())}, sort_keys=True)
+
+    return len({canon(m) for m in means}) == 1
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
