@@ -68,8 +68,7 @@ class SampleDataset(Dataset):
         does not redo the hygiene of every sample; a lazy dataset (read on demand) is returned as it is."""
         if self._samples is None or not self.transforms:
             return self
-        out = SampleDataset([self[i] for i in range(len(self))], name=self.name)
-        return out
+        return SampleDataset([self[i] for i in range(len(self))], name=self.name)
 
     def with_transform(self, transform: Callable[[Sample], Sample]) -> SampleDataset:
         """A view of the same samples with one more transform (the original is unchanged)."""

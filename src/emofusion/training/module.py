@@ -221,4 +221,3 @@ def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     fused = all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
                 and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-

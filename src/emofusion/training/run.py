@@ -89,9 +89,9 @@ def _subset(dataset: SampleDataset, indices: list[int]) -> SampleDataset:
     base = dataset
     if base._samples is not None:  # stays in memory (and can be materialised)
         view = SampleDataset([base.raw(i) for i in indices], name=base.name)
-        view.transforms = list(base.transforms)
-        return view
-    view = SampleDataset(ids=[base.ids[i] for i in indices], loader=lambda k: base.raw(indices[k]), name=base.name)
+    else:
+        view = SampleDataset(ids=[base.ids[i] for i in indices], loader=lambda k: base.raw(indices[k]),
+                             name=base.name)
     view.transforms = list(base.transforms)
     return view
 
