@@ -201,3 +201,66 @@ def test_materialized_applies_the_transforms_once_and_keeps_lazy_datasets_lazy()
     assert fixed.ids == view.ids and list(fixed.lengths()) == list(view.lengths())
     lazy = SampleDataset(ids=["a"], loader=lambda i: samples[i]).with_transform(double)
     assert lazy.materialized() is lazy
+
+
+def test_quantile_scaling_matches_scikit_learn_rank_gauss_fitted_on_train_only():
+    from sklearn.preprocessing import QuantileTransformer
+
+    from emofusion.data import hygiene
+
+    rng = np.random.default_rng(3)
+
+    def make(n, shift, steps):
+        out = []
+        for i in range(n):
+            a = np.stack([
+                rng.lognormal(shift, 1.5, steps),  # heavy-tailed (COVAREP-like)
+                rng.integers(0, 2, steps) * 1.0,  # near-binary: ties across many quantiles
+                rng.normal(shift, 3.0, steps),
+            ], 1).astype(np.float32)
+            out.append(Sample(f"q{i}", {"audio": a}, np.zeros(6, np.float32)))
+        return out
+
+    train = make(30, 0.0, 7)
+    train[2].features["audio"][1, 2] = -np.inf  # ignored when fitting, 0 after
+    test = make(5, 1.0, 4)
+    state = fit_hygiene(SampleDataset(train), ["audio"], standardize="quantile")
+    assert state["scaling"] == "quantile"
+    t = HygieneTransform(state)
+    rows = np.concatenate([s.features["audio"] for s in train]).astype(np.float64)
+    k = len(state["modalities"]["audio"]["quantiles"][0])
+    assert k == min(hygiene.QUANTILES, len(rows))
+    # scikit-learn ignores NaN when fitting, per column, as the hygiene ignores non-finite values
+    ref = QuantileTransformer(n_quantiles=k, output_distribution="normal").fit(np.where(np.isfinite(rows), rows, np.nan))
+    for s in test + train[:3]:
+        ours = t(s).features["audio"]
+        x = s.features["audio"].astype(np.float64)
+        ok = np.isfinite(x)
+        theirs = ref.transform(np.where(ok, x, 0.0))
+        cont = ok.copy()
+        cont[:, 1] = False  # the 0/1 column: checked below (scikit-learn sends ties at the bounds to +-5.2)
+        np.testing.assert_allclose(ours[cont], theirs[cont], atol=2e-4)
+        assert np.all(ours[~ok] == 0.0)
+    # the 0/1 column: each value gets the normal score of its mid-rank in the training rows
+    from scipy.special import ndtri
+
+    zeros = np.mean(rows[:, 1] == 0)
+    binary = t(Sample("b", {"audio": np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], np.float32)}, None))
+    spacing = 1.0 / (k - 1)
+    assert binary.features["audio"][0, 1] == pytest.approx(ndtri(zeros / 2), abs=3 * spacing)
+    assert binary.features["audio"][1, 1] == pytest.approx(ndtri((1 + zeros) / 2), abs=3 * spacing)
+    # the training distribution is what was mapped onto N(0, 1): a shifted test split stays shifted
+    mapped = np.concatenate([t(s).features["audio"] for s in train])
+    assert abs(np.median(mapped[:, 2])) < 0.1
+    assert np.mean(np.concatenate([t(s).features["audio"][:, 2] for s in test])) > 0.2
+
+
+def test_standardize_config_accepts_the_named_scalings_and_names_a_wrong_one():
+    from emofusion.training.config import RunConfig
+
+    assert RunConfig(standardize="quantile").standardize == "quantile"
+    assert RunConfig(standardize=False).standardize is False
+    with pytest.raises(ValueError, match="standardize.*zscore, quantile, none"):
+        RunConfig(standardize="rank")
+    with pytest.raises(ValueError, match="standardize must be"):
+        fit_hygiene(SampleDataset([_sample(0, 2, 3)]), ["audio"], standardize="rank")

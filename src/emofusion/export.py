@@ -24,6 +24,13 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.modalities = list(modalities)
+        if hygiene and hygiene.get("scaling") == "quantile":
+            # the graph would need a per-feature searchsorted, which ONNX has no operator for
+            raise ValueError(
+                "export: this run was trained with standardize=quantile (rank-Gauss feature scaling); the "
+                "exported graph implements z-score hygiene only. Use `emofusion predict` / the pretrained "
+                "folder, or retrain with standardize=true to export."
+            )
         self.standardize = bool(hygiene and hygiene.get("standardize", True))
         for m in self.modalities:
             s = (hygiene or {}).get("modalities", {}).get(m)

@@ -110,7 +110,8 @@ class RunConfig:
     seed: int = 0
     deterministic: bool = True
     output: str | None = None
-    standardize: bool = True
+    # feature scaling fitted on train (data/hygiene.py): true / "zscore", "quantile" (rank-Gauss), false / "none"
+    standardize: bool | str = True
     drop_constant: bool = True
     strict: bool = False  # True: a bad sample stops the run instead of being skipped and counted
     bucket: bool = True  # length-bucketed batches

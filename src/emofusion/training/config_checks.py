@@ -16,7 +16,7 @@ MINIMUM = {
 }
 BELOW_ONE = {"ema_decay", "feature_dropout"}
 POSITIVE = {"lr", "lr_factor"}
-CHOICES = {"nonfinite": ("stop", "skip")}
+CHOICES = {"nonfinite": ("stop", "skip"), "standardize": ("zscore", "quantile", "none")}
 
 
 class ConfigError(ValueError):
