@@ -80,10 +80,16 @@ EMOFUSION = {
         "same design (concatenate per step -> 2-layer LSTM 256 -> FC); MMSA adds BatchNorm over steps",
     ),
     "lf_dnn": (
-        "late_fusion",
-        {"encoder_dim": 64},
-        "different design: emofusion's paper-000 late fusion (per-view BiLSTM 2x64 + per-view heads) vs "
-        "MMSA's MLPs on averaged audio/visual + text LSTM + fusion MLP",
+        "lf_dnn",
+        {
+            "hidden_dims": {"text": 128, "audio": 32, "visual": 128},
+            "text_out": 128,
+            "post_fusion_dim": 128,
+            "dropout": 0.2,
+            "fusion_dropout": 0.2,
+        },
+        "same design and size (MMSA's MOSEI config: text LSTM 128 -> 128, audio/visual batch norm + MLPs "
+        "32/128, post-fusion 2 x 128); emofusion bounds the output to the label range, MMSA leaves it unbounded",
     ),
     "tfn": (
         "tfn",
@@ -310,13 +316,11 @@ def allocator_label(name: str) -> str:
 
 
 # epoch pairs: MMSA's fixed padding (the setting) vs emofusion's length-bucketed loader on the same samples
-# a third entry "averaged" feeds emofusion's model the same utterance-averaged audio/visual MMSA's loader gives
-# (LF_DNN has no emofusion counterpart: late_fusion's per-view BiLSTMs over full-rate audio/visual are another
-# design and cost; the second LF_DNN row times that design on MMSA's own inputs)
+# a third entry "averaged" would feed emofusion's model the same utterance-averaged audio/visual MMSA's loader
+# gives (no pair needs it since LF_DNN has its counterpart lf_dnn, which the engine averages once itself)
 EPOCH_PAIRS = [
     ("ef_lstm", "aligned50"),
     ("lf_dnn", "averaged"),
-    ("lf_dnn", "averaged", "averaged"),
     ("tfn", "averaged"),
     ("lmf", "averaged"),
     ("mfn", "aligned50"),

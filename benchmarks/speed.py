@@ -686,6 +686,17 @@ def flops_worker(spec: str) -> dict:
     return {"train_flops_per_sample": 3 * counter.get_total_flops()}
 
 
+def _lf_dnn_sentence(res: dict) -> str:
+    """Reports made before emofusion had ``lf_dnn`` paired MMSA's LF_DNN with ``late_fusion``, another design."""
+    paired = {r["emofusion_model"] for r in res["epochs"]["rows"] if r["case"] == "lf_dnn"}
+    if paired == {"lf_dnn"}:
+        return ("LF_DNN is paired with emofusion's `lf_dnn`, the same design and size (models/lf_dnn.py).")
+    return ("This report predates emofusion's `lf_dnn`: LF_DNN was paired with `late_fusion` (MMSA: MLPs on "
+            "averaged audio/visual + a text LSTM + a fusion MLP; emofusion's `late_fusion`: paper 000's per-view "
+            "BiLSTMs and per-view heads): the first LF_DNN row times that other design on its own full-rate "
+            "inputs, the second on MMSA's inputs; neither is an implementation comparison.")
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a and b and a == a and b == b else "n/a"
 
@@ -718,10 +729,8 @@ def render_report(res: dict) -> str:
         "(`mmsa_compare.epoch_worker`, not the training engine, so both validate exactly once an epoch; the "
         "engine's step-based recipe validates on its own schedule). Batch 32, same model sizes "
         "(benchmarks/mmsa_compare.py's pairs). Emofusion's model reads its own per-modality sequences except where "
-        "the row says otherwise. LF_DNN has no emofusion counterpart (MMSA: MLPs on averaged audio/visual + a text "
-        "LSTM + a fusion MLP; emofusion's `late_fusion`: paper 000's per-view BiLSTMs and per-view heads): the "
-        "first LF_DNN row times that other design on its own full-rate inputs, the second on MMSA's inputs; "
-        "neither is an implementation comparison. Epoch figures at the quick size are a few batches: noisy.",
+        "the row says otherwise. " + _lf_dnn_sentence(res) + " Epoch figures at the quick size are a few "
+        "batches: noisy.",
         "",
         "| MMSA model | layout (MMSA) | emofusion | epoch CPU s MMSA / ours | ratio (CPU) | epoch wall s MMSA / ours | ratio (wall) |",
         "|---|---|---|---|---|---|---|",

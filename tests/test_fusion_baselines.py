@@ -1,4 +1,4 @@
-"""TFN, LMF and MFN (the MMSA-compared fusion baselines): shapes, padding, subsets, the fusion algebra."""
+"""TFN, LMF, MFN and LF-DNN (the MMSA-compared fusion baselines): shapes, padding, subsets, the fusion algebra."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ SMALL = {
         gamma2_dropout=0.0,
         out_dropout=0.0,
     ),
+    "lf_dnn": dict(hidden_dims={"text": 4, "audio": 3, "visual": 5}, text_out=6, post_fusion_dim=7, dropout=0.0,
+                   fusion_dropout=0.0),
 }
 NAMES = list(SMALL)
 
@@ -495,3 +497,113 @@ def test_declared_time_averaged_inputs_give_the_same_output_averaged_once(name, 
     assert short["audio"].values.shape[1] == 1
     with torch.no_grad():
         torch.testing.assert_close(model(short).prediction, model(full).prediction, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------- LF-DNN
+
+
+def _lf_dnn_reference(model, inputs):
+    """LF-DNN written out: BN (running stats) -> 3 x relu(FC) on each averaged stream; LSTM run on each
+    sample's real words alone, its last state -> FC; concatenation in modality order -> 2 x relu(FC) -> FC."""
+    rows = []
+    for b in range(inputs["text"].values.shape[0]):
+        parts = []
+        for m in model.modalities:
+            values, mask = inputs[m]
+            real = values[b][mask[b]]
+            net = model.embed.nets[m]
+            if m == "text":
+                _, (h, _) = net.encoder.lstm(real.unsqueeze(0))
+                parts.append(h[-1, 0] @ net.linear.weight.T + net.linear.bias)
+            else:
+                x = real.mean(0)
+                bn = net.norm
+                x = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+                for lin in net.linears:
+                    x = torch.relu(x @ lin.weight.T + lin.bias)
+                parts.append(x)
+        x = torch.cat(parts)
+        for lin in model.post_fusion:
+            x = torch.relu(x @ lin.weight.T + lin.bias)
+        rows.append(x @ model.out.weight.T + model.out.bias)
+    return torch.stack(rows)
+
+
+def test_lf_dnn_equals_the_written_out_formula_on_unaligned_input():
+    from emofusion.tasks import TaskSpec
+
+    task = TaskSpec("multi_regression", ("a", "b"))
+    model = make("lf_dnn", task=task)
+    for m in ("audio", "visual"):  # non-trivial batch-norm statistics, so the test sees them
+        bn = model.embed.nets[m].norm
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    inputs = unaligned(LENGTHS, pad_value=7.0)
+    with torch.no_grad():
+        ours = model(inputs).prediction
+        ref = _lf_dnn_reference(model, inputs)
+    assert ours.shape == (4, 2)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_lf_dnn_sizes_and_parameter_count_are_mmsas_mosei_configuration():
+    model = create_model("lf_dnn", {"text": 300, "audio": 74, "visual": 35}, sentiment_task())
+    emb = model.embed.nets
+    assert emb["text"].encoder.lstm.hidden_size == 128 and emb["text"].linear.out_features == 128
+    assert [lin.out_features for lin in emb["audio"].linears] == [32, 32, 32]
+    assert [lin.out_features for lin in emb["visual"].linears] == [128, 128, 128]
+    assert model.post_fusion[0].in_features == 128 + 32 + 128 and model.post_fusion[0].out_features == 128
+    assert model.time_averaged_inputs() == ("audio", "visual")
+
+    def lin(i, o):
+        return i * o + o
+
+    lstm = 4 * 128 * (300 + 128) + 2 * 4 * 128
+    text = lstm + lin(128, 128)
+    audio = 2 * 74 + lin(74, 32) + 2 * lin(32, 32)  # batch-norm weight and bias, then 3 FC
+    visual = 2 * 35 + lin(35, 128) + 2 * lin(128, 128)
+    fusion = lin(288, 128) + lin(128, 128) + lin(128, 1)
+    tokens = 300 + 74 + 35  # emofusion's learned absent-modality steps (not in MMSA)
+    assert model.num_parameters() == text + audio + visual + fusion + tokens
+
+
+def test_lf_dnn_matches_mmsas_lf_dnn_with_the_same_weights():
+    """Same weights, full-length text (MMSA's LSTM reads the padded end; here nothing is padded)."""
+    pytest.importorskip("MMSA", reason="MMSA (pip install emofusion[peers]) is not installed")
+    from types import SimpleNamespace
+
+    from MMSA.models.singleTask.LF_DNN import LF_DNN
+
+    from emofusion.tasks import TaskSpec
+
+    dims = {"text": 6, "audio": 5, "visual": 4}
+    task = TaskSpec("multi_regression", ("s",))
+    torch.manual_seed(0)
+    ours = create_model("lf_dnn", dims, task, hidden_dims={"text": 8, "audio": 3, "visual": 5}, text_out=7,
+                        post_fusion_dim=9).eval()
+    args = SimpleNamespace(feature_dims=[6, 5, 4], hidden_dims=[8, 3, 5], text_out=7, post_fusion_dim=9,
+                           dropouts=[0.2] * 4, train_mode="regression")
+    theirs = LF_DNN(args).eval()
+    t, a, v = ours.embed.nets["text"], ours.embed.nets["audio"], ours.embed.nets["visual"]
+    with torch.no_grad():
+        theirs.text_subnet.rnn.load_state_dict(t.encoder.lstm.state_dict())
+        theirs.text_subnet.linear_1.load_state_dict(t.linear.state_dict())
+        for mine, sub in ((a, theirs.audio_subnet), (v, theirs.video_subnet)):
+            sub.norm.load_state_dict(mine.norm.state_dict())
+            for k, lin in enumerate((sub.linear_1, sub.linear_2, sub.linear_3)):
+                lin.load_state_dict(mine.linears[k].state_dict())
+        # MMSA concatenates [audio, video, text]; emofusion in modality order [text, audio, visual]
+        w = ours.post_fusion[0].weight
+        theirs.post_fusion_layer_1.weight.copy_(torch.cat([w[:, 7:10], w[:, 10:15], w[:, :7]], 1))
+        theirs.post_fusion_layer_1.bias.copy_(ours.post_fusion[0].bias)
+        theirs.post_fusion_layer_2.load_state_dict(ours.post_fusion[1].state_dict())
+        theirs.post_fusion_layer_3.load_state_dict(ours.out.state_dict())
+        g = torch.Generator().manual_seed(3)
+        text = torch.randn(3, 6, 6, generator=g)
+        audio, visual = torch.randn(3, 1, 5, generator=g), torch.randn(3, 1, 4, generator=g)
+        full = lambda x: ModalityTensor(x, torch.ones(x.shape[:2], dtype=torch.bool))  # noqa: E731
+        mine = ours({"text": full(text), "audio": full(audio), "visual": full(visual)}).prediction
+        ref = theirs(text, audio, visual)["M"]
+    torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)

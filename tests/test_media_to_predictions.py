@@ -199,3 +199,17 @@ def test_export_dynamic_axes_for_fusion_models(name, tmp_path):
     for fmt, ext in (("onnx", ".onnx"), ("torchscript", ".pt")):
         path = export_model(module, tmp_path / f"m{ext}", fmt)
         assert check_export(module, path, fmt) < 1e-4
+
+
+def test_export_refuses_a_quantile_scaled_run_and_says_what_to_do(tmp_path):
+    from emofusion.export import export_model
+    from emofusion.tasks import emotion_intensity_task
+    from emofusion.training.module import EmoFusionModule
+
+    hyg = {"standardize": True, "scaling": "quantile", "drop_constant": True, "modalities": {
+        "audio": {"keep": [0, 1], "mean": [0.0, 0.0], "std": [1.0, 1.0], "input_dim": 2,
+                  "quantiles": [[0.0, 1.0], [0.0, 2.0]]}}}
+    module = EmoFusionModule("tfn", {"audio": 2}, emotion_intensity_task().to_dict(), hygiene_state=hyg)
+    with pytest.raises(ValueError, match="standardize=quantile.*retrain with standardize=true"):
+        export_model(module, tmp_path / "m.pt", "torchscript")
+    assert not (tmp_path / "m.pt").exists()

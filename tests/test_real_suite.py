@@ -26,7 +26,7 @@ def test_cells_per_dataset_and_mmsa_pairs(monkeypatch, tmp_path):
     rows = {(c.row, c.column) for c in spec.cells}
     assert ("tfn", "ICT-MMMO") in rows and ("MMSA TFN (↔ tfn)", "ICT-MMMO") in rows
     assert ("MMSA EF_LSTM (↔ early_fusion_lstm)", "YouTube") in rows
-    assert ("MMSA LF_DNN (↔ late_fusion)", "ICT-MMMO") in rows and ("marn", "YouTube") in rows
+    assert ("MMSA LF_DNN (↔ lf_dnn)", "ICT-MMMO") in rows and ("marn", "YouTube") in rows
     for c in spec.cells:
         assert c.config["modalities"] == ["audio", "visual"] and f"mfn:{tmp_path}/mfn_h5/" in c.config["dataset"]
         # a per-dataset preset keeps its reader chain, on the suite's data folder

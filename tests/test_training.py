@@ -342,3 +342,26 @@ def test_engine_averages_the_inputs_a_model_declares_only_for_training(tmp_path,
             assert transforms == 0  # materialised
             assert lengths["text"] > 1
             assert (lengths["audio"] == 1 and lengths["visual"] == 1) == (noise == 0.0), lengths
+
+
+def test_quantile_scaled_run_reloads_with_its_quantiles(tmp_path):
+    """The fitted quantiles travel in the checkpoint and the pretrained folder: re-evaluating either gives
+    the run's own test numbers, and the model saw rank-Gauss inputs, not z-scores."""
+    from emofusion.data.hygiene import HygieneTransform
+    from emofusion.pretrained import from_pretrained
+    from emofusion.training.run import bundle_for_module, evaluate_split
+
+    result = train_run(_tiny_cfg(tmp_path, max_epochs=1, standardize="quantile"))
+    state = result.module.hparams["hygiene_state"]
+    assert state["scaling"] == "quantile" and "quantiles" in state["modalities"]["audio"]
+    assert HygieneTransform(state).scaling == "quantile"
+    for module in (load_module(result.run_dir), from_pretrained(result.run_dir / "model")):
+        again = evaluate_split(module, bundle_for_module(module)[0], "test")
+        assert again["mae"] == pytest.approx(result.metrics["test"]["mae"], rel=1e-6)
+    from emofusion.data.hygiene import quantile_map
+    from emofusion.data.registry import load_dataset
+
+    audio = state["modalities"]["audio"]
+    raw = load_dataset("synthetic", **apply_overrides({}, TINY)["dataset_options"]).train[0].features["audio"]
+    expected = np.nan_to_num(quantile_map(raw[:, audio["keep"]], np.asarray(audio["quantiles"])))
+    np.testing.assert_allclose(result.bundle.train[0].features["audio"], expected, atol=1e-5)

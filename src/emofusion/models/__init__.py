@@ -6,6 +6,7 @@ from emofusion.models import (  # noqa: F401
     delta_attention,
     early_fusion,
     late_fusion,
+    lf_dnn,
     lmf,
     marn,
     mfn,

@@ -26,14 +26,14 @@ DATASETS = {"mmmo": "ICT-MMMO", "youtube": "YouTube"}
 MODALITIES = ["audio", "visual"]
 # emofusion's segment-level models (per-dataset presets configs/<model>_<dataset>.yaml where one exists) and
 # MMSA's models, each beside the emofusion model of the same design (MMSA's EF_LSTM <-> early_fusion_lstm,
-# LF_DNN <-> late_fusion). MMSA's MFN and MulT are left out on YouTube: the slowest MMSA trainers, and YouTube's
+# LF_DNN <-> lf_dnn). MMSA's MFN and MulT are left out on YouTube: the slowest MMSA trainers, and YouTube's
 # majority class is the hard baseline there whatever the model.
-MODELS = ["tfn", "mfn", "mult", "early_fusion_lstm", "lmf", "late_fusion", "rrnn", "gca", "rmfn", "marn",
+MODELS = ["tfn", "mfn", "mult", "early_fusion_lstm", "lmf", "lf_dnn", "late_fusion", "rrnn", "gca", "rmfn", "marn",
           "delta_attention"]
 MODELS = {"mmmo": MODELS, "youtube": MODELS}
 MMSA_MODELS = {"mmmo": ["tfn", "mfn", "mult", "ef_lstm", "lmf", "lf_dnn"], "youtube": ["tfn", "ef_lstm", "lmf", "lf_dnn"]}
 MMSA_COUNTERPART = {"tfn": "tfn", "mfn": "mfn", "mult": "mult", "ef_lstm": "early_fusion_lstm", "lmf": "lmf",
-                    "lf_dnn": "late_fusion"}
+                    "lf_dnn": "lf_dnn"}
 MMSA_ROW = "MMSA {} (↔ {})"
 MMSA_CLASS = {"tfn": "TFN", "mfn": "MFN", "mult": "MulT", "ef_lstm": "EF_LSTM", "lmf": "LMF", "lf_dnn": "LF_DNN"}
 
@@ -121,11 +121,13 @@ RECIPE_VARIANTS = {
     "lr 3e-4": {"lr": 3e-4},
     "EMA 0.99": {"ema_decay": 0.99},
     "input noise 0.5": {"input_noise": 0.5},
+    # rank-Gauss feature scaling (data/hygiene.py) instead of z-scores: COVAREP / FACET columns are heavy-tailed
+    "quantile scaling": {"standardize": "quantile"},
 }
-RECIPE_MODELS = ["tfn", "rrnn", "early_fusion_lstm"]
+RECIPE_MODELS = ["tfn", "rrnn", "early_fusion_lstm", "late_fusion"]
 
 
-@register_suite("mmmo-recipe", "training-recipe variants (LR, EMA, input noise) on ICT-MMMO A+V")
+@register_suite("mmmo-recipe", "training-recipe variants (LR, EMA, input noise, quantile scaling) on ICT-MMMO A+V")
 def build_recipe(preset: str) -> SuiteSpec:
     folder = data_root() / "mfn_h5" / "mmmo"
     cells, notes = [], []
