@@ -231,3 +231,28 @@ def test_baseline_rows_for_a_column_of_views_with_the_same_labels():
              cell("mixed", "mfn:x", 1.181), cell("mixed", "mfn:y", 0.9)]
     rows = suite_mod.baseline_rows(cells, ["mae"])
     assert [(r["column"], r["row"], r["mean"]["mae"]) for r in rows] == [("same", "baseline: train_median", 1.181)]
+
+
+def test_claims_are_read_off_the_results_with_each_metrics_direction():
+    from emofusion.evaluation.suite import Claim, SuiteSpec, claim_lines
+
+    cells = {
+        ("full", "aligned"): {"mean": {"acc6": 0.60, "mae": 0.15}},
+        ("mult", "aligned"): {"mean": {"acc6": 0.44, "mae": 0.18}},
+        ("full", "unaligned"): {"mean": {"acc6": 0.55, "mae": 0.19}},  # better acc6, worse MAE than mult
+        ("mult", "unaligned"): {"mean": {"acc6": 0.46, "mae": 0.18}},
+    }
+    spec = SuiteSpec(cells=[], metrics=["acc6", "mae"], claims=[
+        Claim("beats, aligned", ("full", "aligned"), ("mult", "aligned"), ["acc6", "mae"]),
+        Claim("beats, unaligned", ("full", "unaligned"), ("mult", "unaligned"), ["acc6", "mae"]),
+        Claim("on par", ("full", "unaligned"), ("full", "aligned"), ["acc6"], kind="difference"),
+        Claim("absent", ("gone", "aligned"), ("mult", "aligned"), ["acc6"]),
+    ])
+    lines = claim_lines(spec, cells, 1)
+    assert "one seed" in lines[0]
+    text = "\n".join(lines)
+    assert "- beats, aligned: **holds**" in text and "acc6 0.600 vs 0.440; mae 0.150 vs 0.180" in text
+    assert "- beats, unaligned: **does not hold**" in text  # MAE is lower-is-better: 0.19 loses to 0.18
+    assert "acc6 0.550 vs 0.600 (difference -0.050)" in text and "on par: full / unaligned" in text
+    assert "absent: not testable here (gone / aligned has no result)" in text
+    assert claim_lines(SuiteSpec(cells=[], metrics=["acc6"]), cells, 3) == []

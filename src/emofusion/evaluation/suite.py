@@ -55,6 +55,20 @@ class Cell:
 
 
 @dataclass
+class Claim:
+    """A paper's claim as a comparison of two cells, read off the results when the report is written (so no
+    number is typed into the docs). ``kind="beats"``: ``a`` is better than ``b`` on every metric (direction
+    from the suite's ``lower_is_better``); ``kind="difference"``: the report gives ``a - b`` per metric and no
+    verdict (for "on par" claims, whose tolerance a paper does not state)."""
+
+    text: str
+    a: tuple[str, str]  # (row, column)
+    b: tuple[str, str]
+    metrics: Sequence[str]
+    kind: str = "beats"
+
+
+@dataclass
 class SuiteSpec:
     cells: list[Cell]
     metrics: list[str]
@@ -70,6 +84,8 @@ class SuiteSpec:
     lower_is_better: Sequence[str] = ("mae", "mse", "mae_sum", "mse_sum")
     # why cells of this suite may lose to a trivial baseline (printed under the tables when any is flagged)
     flag_note: str = ""
+    # the paper's claims this table tests, each read off the results under the tables
+    claims: Sequence[Claim] = ()
 
 
 SUITES = Registry("benchmark suite")
@@ -483,6 +499,35 @@ def _ordered(items) -> list:
     return list(dict.fromkeys(items))
 
 
+def claim_lines(spec: SuiteSpec, by_key: dict, n_seeds: int) -> list[str]:
+    """Markdown for ``spec.claims``: each claim, whether this run supports it, and the numbers it rests on."""
+    if not spec.claims:
+        return []
+    seeds = "one seed" if n_seeds == 1 else f"the mean of {n_seeds} seeds"
+    lines = [f"**The paper's claims, read on this run** ({seeds}; computed from the table above):", ""]
+    for claim in spec.claims:
+        ca, cb = by_key.get(tuple(claim.a)), by_key.get(tuple(claim.b))
+        label_a, label_b = " / ".join(claim.a), " / ".join(claim.b)
+        if ca is None or cb is None:
+            lines.append(f"- {claim.text}: not testable here ({label_a if ca is None else label_b} has no result).")
+            continue
+        parts, holds = [], True
+        for m in claim.metrics:
+            va, vb = ca["mean"].get(m, float("nan")), cb["mean"].get(m, float("nan"))
+            if claim.kind == "difference":
+                parts.append(f"{m} {va:.3f} vs {vb:.3f} (difference {va - vb:+.3f})")
+                continue
+            better = va < vb if m in spec.lower_is_better else va > vb
+            holds = holds and bool(np.isfinite(va) and np.isfinite(vb) and better)
+            parts.append(f"{m} {va:.3f} vs {vb:.3f}")
+        if claim.kind == "difference":
+            verdict = f"{label_a} vs {label_b}"
+        else:
+            verdict = ("**holds**" if holds else "**does not hold**") + f" ({label_a} vs {label_b})"
+        lines.append(f"- {claim.text}: {verdict}: " + "; ".join(parts) + ".")
+    return lines + [""]
+
+
 def markdown(result: SuiteResult) -> str:
     spec = result.spec
     rows = _ordered(c["row"] for c in result.cells)
@@ -539,10 +584,13 @@ def markdown(result: SuiteResult) -> str:
         if flagged:
             lines += [f"{FLAG} not better than the best trivial baseline on {metric}: " + ", ".join(flagged[:12])
                       + (f" and {len(flagged) - 12} more" if len(flagged) > 12 else "") + ".", ""]
+    lines += claim_lines(spec, by_key, len(result.seeds))
     if any(v for c in result.cells for v in c.get("flags", {}).values()):
         from emofusion.evaluation.flag_notes import FLAG_NOTES
 
-        note = spec.flag_note.strip() or FLAG_NOTES.get(result.name.split(".")[0], "")
+        # a preset-specific note ("paper002-table2.full") wins over the suite's
+        base_name = result.name.split(".")[0]
+        note = spec.flag_note.strip() or FLAG_NOTES.get(f"{base_name}.{result.preset}", FLAG_NOTES.get(base_name, ""))
         lines += [f"**Why cells are flagged {FLAG}.** " + (note or
                   "No explanation recorded for this suite: treat a flagged cell as a model that did not learn."), ""]
     errors = [(c["row"], c["column"], e) for c in result.cells for e in c["errors"]]
