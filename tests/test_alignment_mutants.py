@@ -261,3 +261,36 @@ def test_zero_length_reference_rows_are_skipped_and_reference_entries_are_single
 def test_shared_ids_default_drops_exact_ids_only():
     kept, dropped = A.shared_ids([["ab", "abc", "x"], ["abc", "x"]])
     assert dropped == {"ab"} and kept == [{"abc", "x"}, {"abc", "x"}]
+
+
+def test_a_collapse_given_as_one_name_or_callable_equals_the_one_element_tuple():
+    ref = {"v": (np.array([[0.0, 1.0], [1.0, 2.0]]), np.array([[1.0, 2.0], [3.0, 4.0]]))}
+    other = {"v": (np.array([[0.0, 0.5], [0.5, 1.0], [1.0, 2.0]]), np.array([[4.0], [8.0], [2.0]]))}
+    for single in ("std", lambda intervals, features: features.max(axis=0)):  # SDK-style callable
+        one_ref, one_out, _ = A.align_sdk(ref, {"o": other}, collapse=single)
+        tup_ref, tup_out, _ = A.align_sdk(ref, {"o": other}, collapse=(single,))
+        assert sorted(one_ref) == sorted(tup_ref) == ["v[0]", "v[1]"]
+        for key in one_ref:  # the reference's own rows are collapsed with the same function
+            np.testing.assert_array_equal(one_ref[key][1], tup_ref[key][1])
+            np.testing.assert_array_equal(one_out["o"][key][1], tup_out["o"][key][1])
+    std_ref, _, _ = A.align_sdk(ref, {"o": other}, collapse="std")
+    assert std_ref["v[0]"][1].tolist() == [[0.0, 0.0]]  # std of the reference's single row
+
+
+def test_frames_per_reference_with_overlapping_frames_of_unequal_length():
+    """Frames sorted by start are not sorted by end when a long frame overlaps short ones; the count must
+    not depend on the order the frames come in."""
+    ref = np.array([[0.0, 1.0], [1.0, 2.5], [2.5, 9.0], [9.5, 12.0]])
+    frames = np.array([[3.0, 4.0], [0.0, 10.0], [1.0, 2.0], [2.0, 3.0], [11.0, 11.5]])
+    want = [sum(1 for s, e in frames if min(e, r1) - max(s, r0) > A.SDK_EPSILON) for r0, r1 in ref]
+    assert want == [1, 3, 3, 2]
+    for order in (slice(None), slice(None, None, -1)):
+        assert A.frames_per_reference(ref, frames[order]).tolist() == want
+
+
+def test_weighted_mean_spreads_a_non_finite_value_even_with_zero_weight():
+    # like the plain mean: a group holding +inf is +inf whatever the overlap weights say
+    rows = np.array([[np.inf, 1.0], [1.0, 2.0], [3.0, -np.inf]])
+    out = A.weighted_mean(rows, np.array([0.0, 1.0, 2.0]), np.array([0, 2]), np.array([2, 1]))
+    assert out[0, 0] == np.inf and out[0, 1] == pytest.approx(2.0) and out[1, 1] == -np.inf
+    assert out[1, 0] == pytest.approx(3.0)

@@ -261,3 +261,29 @@ def test_returned_cross_attention_is_the_last_layers():
         assert len(weights) == 2
         torch.testing.assert_close(w, weights[-1])
         assert not torch.allclose(weights[0], weights[-1])
+
+
+def test_attn_dropout_dict_must_name_exactly_the_sources_and_self():
+    ok = {"text": 0.1, "audio": 0.0, "visual": 0.2, "self": 0.3}
+    model = create_model("mult", DIMS, TASK, **SMALL, attn_dropout=ok)
+    assert model is not None
+    with pytest.raises(ValueError, match=r"missing \[\], unknown \['video'\]"):
+        create_model("mult", DIMS, TASK, **SMALL, attn_dropout={**ok, "video": 0.1})
+    with pytest.raises(ValueError, match=r"missing \['self'\], unknown \[\]"):
+        create_model("mult", DIMS, TASK, **SMALL, attn_dropout={k: v for k, v in ok.items() if k != "self"})
+
+
+def test_input_dropout_of_the_text_applies_to_text_only():
+    """The reference drops the *text* input (``text_dropout``, default ``embed_dropout``) before its
+    convolution; audio and visual inputs are not dropped there (only after the embedding)."""
+    torch.manual_seed(0)
+    model = create_model("mult", DIMS, TASK, **SMALL, embed_dropout=0.0, text_dropout=0.9)
+    x = inputs()
+    model.train()
+    torch.manual_seed(1)
+    train_out = {m: model.embed(*x[m], m) for m in DIMS}
+    model.eval()
+    eval_out = {m: model.embed(*x[m], m) for m in DIMS}
+    for m in ("audio", "visual"):
+        torch.testing.assert_close(train_out[m], eval_out[m])
+    assert not torch.allclose(train_out["text"], eval_out["text"])

@@ -155,6 +155,10 @@ def test_multi_head_extras_and_sizes():
     assert model.gate_w.in_features == 6 + 3 * 2 * 6 and model.gate_w.out_features == 3 * 2 * 6
     assert len(model.attention["text"]) == 2
     assert model.head.net[0].in_features == 6 and len(model.head.net) == 1
+    # one head: the head-averaged attention is the attention itself, so no per-head extra is returned
+    single = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2, heads=1, decoder_dim=0, dropout=0.0).eval()
+    extras = single(inputs()).extras
+    assert "attention_heads" not in extras and extras["attention"]["audio"].shape == (3, 2, 8)
 
 
 def test_defaults_are_the_papers():

@@ -381,3 +381,22 @@ def test_predictions_are_read_in_float64():
     assert np.float32(1e-60) == 0.0
     ml = M.multilabel_binary_metrics(logits, np.array([[1.0, 0.0], [0.0, 1.0]]), ("x", "y"))
     assert ml["acc_x"] == 1.0
+
+
+def test_pearson_of_empty_vectors_is_nan_not_an_error():
+    # the length guard is what answers here: np.std of an empty vector is NaN (not 0) and scipy raises on it
+    assert math.isnan(M.safe_pearson([], []))
+    assert math.isnan(M.safe_pearson(np.zeros((0, 1)), np.zeros(0)))
+
+
+def test_acc4_clips_predictions_above_the_top_class_onto_it():
+    """Paper 003's 4-class accuracy: a prediction of 3.6 rounds to 4, which is clipped to class 3, so it hits a
+    truth of 3; 2.6 rounds to 3 and hits too; -0.7 rounds to -1 and is clipped to class 0."""
+    true = np.array([[3.0, 0.0], [3.0, 1.0], [0.0, 2.0]])
+    pred = np.array([[3.6, -0.7], [2.6, 1.4], [0.2, 2.51]])
+    m = M.emotion_intensity_metrics(pred, true, ["a", "b"])
+    assert m["acc4_a"] == pytest.approx(1.0)  # 4 -> 3 == 3, 3 == 3, 0 == 0
+    assert m["acc4_b"] == pytest.approx(2 / 3)  # -1 -> 0 == 0, 1 == 1, 3 != 2
+    # the truth is clipped the same way: 3.6 rounds to 4 and is class 3, hit by a prediction of 3
+    over = M.emotion_intensity_metrics(np.array([[3.0], [0.0]]), np.array([[3.6], [-0.6]]), ["a"])
+    assert over["acc4_a"] == pytest.approx(1.0)
