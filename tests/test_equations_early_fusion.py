@@ -369,8 +369,38 @@ def test_random_baseline_presence_is_a_fair_coin_on_the_unit_interval(monkeypatc
     # so a draw of exactly 0.5 is absence
     from emofusion.tasks import TaskSpec
 
-    draws = torch.tensor([[0.0, 0.25, 0.5], [0.5 - 2**-24, 0.75, 1.0 - 2**-24]])
-    model = create_model("random_baseline", {"audio": 2}, TaskSpec("multilabel_binary", ("x", "y", "z")))
-    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None: draws.clone())
+    task = TaskSpec("multilabel_binary", ("x", "y", "z"))
     x = {"audio": ModalityTensor(torch.zeros(2, 1, 2), torch.ones(2, 1, dtype=torch.bool))}
+    # seeded: the same seed gives the same draws whatever the global RNG did, reset() starts over
+    torch.manual_seed(0)
+    first = create_model("random_baseline", {"audio": 2}, task, seed=4)
+    a = first(x).prediction
+    torch.manual_seed(1)
+    assert torch.equal(create_model("random_baseline", {"audio": 2}, task, seed=4)(x).prediction, a)
+    first.reset()
+    assert torch.equal(first(x).prediction, a)
+    draws = torch.tensor([[0.0, 0.25, 0.5], [0.5 - 2**-24, 0.75, 1.0 - 2**-24]])
+    model = create_model("random_baseline", {"audio": 2}, task)
+    calls = []
+
+    def rand(*shape, generator=None):
+        calls.append((shape, generator))
+        return draws.clone()
+
+    monkeypatch.setattr(torch, "rand", rand)
     assert model(x).prediction.tolist() == [[1.0, 1.0, -1.0], [1.0, -1.0, -1.0]]
+    assert calls == [((2, 3), model.generator)]  # one draw per sample and label, from the model's generator
+
+
+def test_overlap_resample_zero_target_length_and_device():
+    from emofusion.models.early_fusion import overlap_resample
+
+    # a target of length 0 is all padding: zeros, although its (clamped) first window overlaps the source
+    v = torch.arange(1.0, 13.0).view(2, 6, 1)
+    mask = torch.arange(6)[None] < torch.tensor([6, 4])[:, None]
+    out = overlap_resample(v, mask, torch.tensor([0, 2]), 3)
+    assert out[0, :, 0].tolist() == [0.0, 0.0, 0.0]
+    assert out[1, :, 0].tolist() == [7.5, 9.5, 0.0]  # 4 frames onto 2 steps: means of pairs, then padding
+    # every tensor is made on the values' device (the meta device shows a CPU tensor sneaking in)
+    meta = overlap_resample(v.to("meta"), mask.to("meta"), torch.tensor([0, 2], device="meta"), 3)
+    assert meta.device.type == "meta" and meta.shape == (2, 3, 1)
