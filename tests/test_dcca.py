@@ -143,3 +143,24 @@ def test_running_sums_are_float64():
     one = RunningCCA(2, 3, momentum=0.0)
     out = one([torch.randn(1, 3), torch.randn(1, 3)])  # one sample: no covariance, no correlation
     assert out.dtype == torch.float64 and float(out) == 0.0
+
+
+def test_correlations_from_covariances_default_regulariser_is_the_shared_eps():
+    # the public helper and every CCA entry point share one ridge, eps = 1e-3 (canonical_correlations,
+    # multiview_cca, RunningCCA): calling the helper without eps must give canonical_correlations' values
+    import inspect
+
+    from emofusion.models.delta_attention import correlations_from_covariances, multiview_cca
+
+    for fn in (correlations_from_covariances, canonical_correlations, multiview_cca, RunningCCA.__init__):
+        assert inspect.signature(fn).parameters["eps"].default == 1e-3, fn
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 2, generator=g)
+    h1 = 0.1 * (z @ torch.randn(2, 3, generator=g) + 0.5 * torch.randn(40, 3, generator=g))
+    h2 = 0.1 * (z @ torch.randn(2, 4, generator=g) + 0.5 * torch.randn(40, 4, generator=g))
+    a, b = h1.double() - h1.double().mean(0), h2.double() - h2.double().mean(0)
+    s11, s22, s12 = a.T @ a / 39, b.T @ b / 39, a.T @ b / 39
+    got = correlations_from_covariances(s11, s22, s12)
+    torch.testing.assert_close(got, canonical_correlations(h1, h2))
+    # the ridge is not negligible at this scale (variances ~0.01), so the value above pins it
+    assert (got - correlations_from_covariances(s11, s22, s12, eps=2e-3)).abs().max() > 1e-3

@@ -316,3 +316,91 @@ def test_random_baseline_other_task_kinds():
     assert 0.4 < float((logits > 0).float().mean()) < 0.6
     cls = create_model("random_baseline", {"audio": 2}, TASK, seed=1)(x).prediction
     assert torch.all(cls.sum(1) == 1) and set(cls.unique().tolist()) == {0.0, 1.0}
+
+
+def test_input_fusion_maxlen_default_and_smallest_window():
+    import inspect
+
+    from emofusion.models.early_fusion import InputFusion
+
+    # maxlen 20: docs/models/early_fusion.md's default, inside §4.4's searched {15, 20, 25, 30}; the building
+    # block and the models share it
+    assert inspect.signature(InputFusion.__init__).parameters["maxlen"].default == 20
+    assert InputFusion(list(DIMS)).maxlen == 20 == create_model("ef_lstm", DIMS, TASK).fusion.maxlen
+    # any positive window is accepted, down to one step (pre-truncation keeps the last real step)
+    fusion = InputFusion(list(DIMS), maxlen=1)
+    x = inputs(seed=2)
+    fused, mask = fusion(x)
+    assert fused.shape == (2, 1, sum(DIMS.values())) and mask.all()
+    full, full_mask = InputFusion(list(DIMS), maxlen=10)(x)
+    for b, n in enumerate(full_mask.sum(1).tolist()):
+        torch.testing.assert_close(fused[b, 0], full[b, n - 1])
+    with pytest.raises(ValueError, match="maxlen must be a positive integer, got 0"):
+        InputFusion(list(DIMS), maxlen=0)
+
+
+def test_cnn_accepts_every_odd_kernel_and_rejects_even_ones():
+    torch.manual_seed(5)
+    x = inputs(seed=5)
+    for k in (1, 3, 5, 7):
+        model = create_model("ef_cnn", DIMS, TASK, channels=4, fc_dim=4, kernel_size=k, maxlen=6).eval()
+        assert model.convs[0].kernel_size == (k,) and model.convs[0].padding == (k // 2,)  # 'same' padding
+        assert model(x).prediction.shape == (2, 3)
+    for k in (2, 4):
+        with pytest.raises(ValueError, match=f"kernel_size must be odd \\('same' padding\\), got {k}"):
+            create_model("ef_cnn", DIMS, TASK, kernel_size=k)
+
+
+def test_random_baseline_regression_without_a_label_range_is_uniform_on_unit_interval():
+    from emofusion.tasks import TaskSpec
+
+    task = TaskSpec("multi_regression", ("x", "y"))  # no label_range: U[0, 1)
+    x = {"audio": ModalityTensor(torch.zeros(2000, 1, 2), torch.ones(2000, 1, dtype=torch.bool))}
+    pred = create_model("random_baseline", {"audio": 2}, task, seed=2)(x).prediction.detach()
+    assert pred.shape == (2000, 2) and float(pred.min()) >= 0.0 and float(pred.max()) < 1.0
+    assert float(pred.max()) > 0.99 and abs(float(pred.mean()) - 0.5) < 0.02
+    ranged = create_model("random_baseline", {"audio": 2}, TaskSpec("multi_regression", ("x", "y"),
+                                                                      label_range=(-2.0, 4.0)), seed=2)(x).prediction.detach()
+    torch.testing.assert_close(ranged, -2.0 + 6.0 * pred)  # the same draws scaled onto the range
+
+
+def test_random_baseline_presence_is_a_fair_coin_on_the_unit_interval(monkeypatch):
+    # u ~ U[0, 1) on float32's grid: u < 0.5 holds for exactly half of it (u <= 0.5 for half plus one value),
+    # so a draw of exactly 0.5 is absence
+    from emofusion.tasks import TaskSpec
+
+    task = TaskSpec("multilabel_binary", ("x", "y", "z"))
+    x = {"audio": ModalityTensor(torch.zeros(2, 1, 2), torch.ones(2, 1, dtype=torch.bool))}
+    # seeded: the same seed gives the same draws whatever the global RNG did, reset() starts over
+    torch.manual_seed(0)
+    first = create_model("random_baseline", {"audio": 2}, task, seed=4)
+    a = first(x).prediction
+    torch.manual_seed(1)
+    assert torch.equal(create_model("random_baseline", {"audio": 2}, task, seed=4)(x).prediction, a)
+    first.reset()
+    assert torch.equal(first(x).prediction, a)
+    draws = torch.tensor([[0.0, 0.25, 0.5], [0.5 - 2**-24, 0.75, 1.0 - 2**-24]])
+    model = create_model("random_baseline", {"audio": 2}, task)
+    calls = []
+
+    def rand(*shape, generator=None):
+        calls.append((shape, generator))
+        return draws.clone()
+
+    monkeypatch.setattr(torch, "rand", rand)
+    assert model(x).prediction.tolist() == [[1.0, 1.0, -1.0], [1.0, -1.0, -1.0]]
+    assert calls == [((2, 3), model.generator)]  # one draw per sample and label, from the model's generator
+
+
+def test_overlap_resample_zero_target_length_and_device():
+    from emofusion.models.early_fusion import overlap_resample
+
+    # a target of length 0 is all padding: zeros, although its (clamped) first window overlaps the source
+    v = torch.arange(1.0, 13.0).view(2, 6, 1)
+    mask = torch.arange(6)[None] < torch.tensor([6, 4])[:, None]
+    out = overlap_resample(v, mask, torch.tensor([0, 2]), 3)
+    assert out[0, :, 0].tolist() == [0.0, 0.0, 0.0]
+    assert out[1, :, 0].tolist() == [7.5, 9.5, 0.0]  # 4 frames onto 2 steps: means of pairs, then padding
+    # every tensor is made on the values' device (the meta device shows a CPU tensor sneaking in)
+    meta = overlap_resample(v.to("meta"), mask.to("meta"), torch.tensor([0, 2], device="meta"), 3)
+    assert meta.device.type == "meta" and meta.shape == (2, 3, 1)

@@ -287,3 +287,47 @@ def test_subnetwork_specs_match_the_models_sub_networks():
     assert list(lf) == list(DIMS)
     with pytest.raises(ValueError, match="no sub-networks"):
         subnetwork_specs("clstm_mma", list(DIMS), opts)
+
+
+def test_default_sizes_and_dropouts_are_the_documented_matched_settings():
+    # the paper gives no sizes; docs/models/mman.md fixes the "matched settings" every cLSTM shares:
+    # LSTM hidden 64, dense 64, dropout 0.2 (cLSTM-MMA's d_model = 32 is its own)
+    from torch import nn
+
+    mma = create_model("clstm_mma", DIMS, TASK)
+    uni = create_model("clstm_unimodal", DIMS, TASK, modality="audio")
+    for net in (mma, uni):
+        assert net.clstm.encoder.lstm.hidden_size == 64
+        assert net.clstm.classifier[0].out_features == 64  # dense layer
+        drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
+        assert drops and all(p == 0.2 for p in drops), drops
+    assert mma.dropout.p == 0.2 and mma.attention.d_k == 32
+    assert uni.clstm.encoder.lstm.num_layers == 2 and mma.clstm.encoder.lstm.num_layers == 1
+
+
+def test_clstm_mma_without_attention_drops_out_the_fused_embeddings_in_training():
+    from torch import nn
+
+    torch.manual_seed(7)
+    net = create_model("clstm_mma", DIMS, TASK, attention=False, d_model=4, hidden_dim=3, dense_dim=4,
+                       dropout=0.5)
+    for mod in net.clstm.modules():  # silence the cLSTM's own dropouts: only the fusion dropout is left
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+    x = inputs(7)
+    net.eval()
+    ref = net(x).prediction
+    net.train()
+    torch.manual_seed(0)
+    a = net(x).prediction
+    assert not torch.allclose(a, ref)  # dropout on the concatenated standardised embeddings
+    net.dropout.p = 0.0
+    torch.testing.assert_close(net(x).prediction, ref)  # ... and nothing else is random
+
+
+def test_per_modality_sub_network_options_with_a_default():
+    # the paper customises hyper-parameters per modality: {modality: value, "default": value}
+    net = create_model("clstm_lf", DIMS, TASK, unimodal={"hidden_dim": {"audio": 6, "default": 4}, "dense_dim": 5})
+    sizes = {m: net.subnets[m].clstm.encoder.lstm.hidden_size for m in DIMS}
+    assert sizes == {"audio": 6, "visual": 4, "text": 4}
+    assert all(net.subnets[m].clstm.classifier[0].out_features == 5 for m in DIMS)

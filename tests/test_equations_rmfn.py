@@ -255,3 +255,27 @@ def test_empty_inputs_give_empty_highlight_extras_of_the_right_width():
     out = model(x)
     assert out.extras["highlight"].shape == (2, 0, 2, 2 * 4) and out.extras["z"].shape == (2, 0, 3)
     assert torch.isfinite(out.prediction).all()
+
+
+@pytest.mark.parametrize("align", ["index", "resample"])
+def test_padding_content_reaches_neither_outputs_nor_gradients(align):
+    # padded steps are "don't care": NaN or inf there (missing frames) must change neither the forward pass nor
+    # any gradient. With align="index" the padding of the shorter modalities stays on the common axis (only the
+    # projections see it, the held states do not), so it must be replaced by zeros before W^m x_t: a NaN
+    # projection at a masked step gives 0 * NaN in the LSTM backward, and NaN * 0 is no zero.
+    lengths = {"text": [3, 4], "audio": [6, 2], "visual": [1, 5]}
+    fills = {"text": torch.nan, "audio": torch.inf, "visual": -torch.inf}
+    x = batch(lengths, seed=5)
+    clean = {m: ModalityTensor(v * mask.unsqueeze(-1), mask) for m, (v, mask) in x.items()}
+    dirty = {m: ModalityTensor(torch.where(mask.unsqueeze(-1), v, fills[m]), mask) for m, (v, mask) in x.items()}
+    grads = []
+    for inputs in (clean, dirty):
+        model = build(align=align).train()
+        out = model(inputs)
+        out.prediction.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert torch.isfinite(out.prediction).all()
+    assert grads[1].keys() == grads[0].keys() and "lsthm.W.audio.weight" in grads[1]
+    for name, g in grads[1].items():
+        assert torch.isfinite(g).all(), name
+        torch.testing.assert_close(g, grads[0][name], msg=name)

@@ -268,10 +268,9 @@ class RMFN(FusionModel):
         values, masks, alignment = self._common_axis(inputs)
         n, batch, steps = masks.shape
         any_values = values[self.modalities[0]]
-        # zero padded values so they cannot reach anything even through the (masked-out) projections
-        values = {
-            m: values[m] * masks[i].unsqueeze(-1).to(values[m].dtype) for i, m in enumerate(self.modalities)
-        }
+        # zero padded values so they cannot reach anything even through the (masked-out) projections; a fill,
+        # not a product: NaN/inf padding times 0 is NaN, and 0 * NaN in the LSTM backward poisons every gradient
+        values = {m: values[m].masked_fill(~masks[i].unsqueeze(-1), 0.0) for i, m in enumerate(self.modalities)}
         # unbind once: indexing pre_x[t] inside the loop would make every step's backward allocate (and fill)
         # a zero gradient of the whole [T, M, B, 4H] tensor -- half of the training time at T=50
         pre_x = self.lsthm.project_inputs(values).unbind(0)  # T x [M, B, 4H]
