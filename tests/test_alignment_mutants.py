@@ -294,3 +294,25 @@ def test_weighted_mean_spreads_a_non_finite_value_even_with_zero_weight():
     out = A.weighted_mean(rows, np.array([0.0, 1.0, 2.0]), np.array([0, 2]), np.array([2, 1]))
     assert out[0, 0] == np.inf and out[0, 1] == pytest.approx(2.0) and out[1, 1] == -np.inf
     assert out[1, 0] == pytest.approx(3.0)
+
+
+def test_average_to_reference_measures_overlaps_in_double_precision():
+    """At t = 100 s a float32 timestamp is off by up to 4 µs: a frame overlapping its word by 11 µs (kept at
+    the SDK's epsilon of 10 µs) would shrink to 7.6 µs and be dropped."""
+    ref = np.array([[100.0, 100.5], [100.5, 100.49 + 0.5]])
+    frames = np.array([[100.5 - 1.1e-5, 101.0], [99.0, 100.5 - 0.4], [100.99 - 1.1e-5, 102.0]])
+    values = np.array([[8.0], [2.0], [1.0 / 3.0]])
+    out, has = A.average_to_reference(ref, frames, values, epsilon=A.SDK_EPSILON)
+    assert has.tolist() == [True, True]
+    # word 0 keeps both of its frames (a frame at 100.5 - 11 µs); word 1 (ending at 100.99, not a float32
+    # number) keeps the frame starting 11 µs before its end, so its mean is that frame's 1/3, in double precision
+    assert out[0, 0] == 5.0 and out[1, 0] == (8.0 + 1.0 / 3.0) / 2.0
+
+
+def test_stack_to_reference_keeps_float32_features_float32_and_ints_become_float64():
+    ref = np.array([[0.0, 1.0], [1.0, 2.0]])
+    frames = np.array([[0.0, 0.5], [0.5, 1.0], [1.0, 2.0]])
+    out32, mask = A.stack_to_reference(ref, frames, np.ones((3, 2), np.float32), 2)
+    assert out32.dtype == np.float32 and mask.tolist() == [True, True, True, False]
+    out_int, _ = A.stack_to_reference(ref, frames, np.ones((3, 2), np.int32), 2)
+    assert out_int.dtype == np.float64

@@ -400,3 +400,11 @@ def test_acc4_clips_predictions_above_the_top_class_onto_it():
     # the truth is clipped the same way: 3.6 rounds to 4 and is class 3, hit by a prediction of 3
     over = M.emotion_intensity_metrics(np.array([[3.0], [0.0]]), np.array([[3.6], [-0.6]]), ["a"])
     assert over["acc4_a"] == pytest.approx(1.0)
+
+
+def test_confusion_reads_float_and_column_labels_as_class_indices():
+    logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+    as_ints = M.confusion(logits, np.array([0, 1, 1, 2]), 3)
+    as_float_column = M.confusion(logits, np.array([[0.0], [1.0], [1.0], [2.0]]), 3)
+    np.testing.assert_array_equal(as_ints, as_float_column)
+    assert as_ints.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
