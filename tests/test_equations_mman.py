@@ -424,3 +424,23 @@ def test_mman_reports_each_sub_networks_logits():
         assert logits.shape == (2, 6, 4)
         torch.testing.assert_close(logits, net.subnets[name](x).prediction)
     assert not torch.allclose(sub["audio"], sub["text"])
+
+
+def test_clstm_mma_on_a_single_modality_is_the_clstm_over_attended_plus_embedded():
+    # one modality: the attention has one key, so its weight is 1 and the module returns the value projection
+    torch.manual_seed(9)
+    dims = {"text": DIMS["text"]}
+    net = create_model("clstm_mma", dims, TASK, **SMALL_MMA).eval()
+    x = {"text": inputs(9)["text"]}
+    out = net(x)
+    assert out.extras["attention_modalities"] == ["text"]
+    for b in range(2):
+        L = LENS[b]
+        torch.testing.assert_close(out.extras["attention"][b, :L], torch.ones(L, 1, 1))
+        steps = []
+        for t in range(L):
+            e = torch.relu(lin(net.standardise["text"][0], x["text"][0][b, t]))
+            steps.append(net.attention.value["text"].weight @ e + e)  # eq. 4 with one key + residual skip
+        torch.testing.assert_close(out.prediction[b, :L], torch.stack(clstm(net.clstm, steps)), atol=1e-5,
+                                   rtol=1e-4)
+        assert torch.all(out.prediction[b, L:] == 0)
