@@ -331,3 +331,116 @@ def test_per_modality_sub_network_options_with_a_default():
     sizes = {m: net.subnets[m].clstm.encoder.lstm.hidden_size for m in DIMS}
     assert sizes == {"audio": 6, "visual": 4, "text": 4}
     assert all(net.subnets[m].clstm.classifier[0].out_features == 5 for m in DIMS)
+
+
+def test_clstm_ef_default_is_the_two_layer_clstm():
+    # docs/models/mman.md: cLSTM-EF = concatenated utterance features -> two-layer cLSTM (§3.3)
+    ef = create_model("clstm_ef", DIMS, TASK)
+    assert ef.clstm.encoder.lstm.num_layers == 2 and ef.clstm.encoder.lstm.hidden_size == 64
+    assert ef.clstm.encoder.lstm.input_size == sum(DIMS.values())
+
+
+@pytest.mark.parametrize("name, opts", [("clstm_unimodal", {"modality": "audio"}), ("clstm_ef", {}),
+                                        ("clstm_mma", {}), ("clstm_lf", {}), ("mman", {})])
+def test_models_reject_a_task_that_is_not_classification(name, opts):
+    from emofusion.tasks import sentiment_task
+
+    with pytest.raises(ValueError, match=rf"{name} predicts classes per utterance; got a 'sentiment' task"):
+        create_model(name, DIMS, sentiment_task(), **opts)
+
+
+def test_clstm_mma_drops_out_the_fused_attended_embeddings_in_training():
+    from torch import nn
+
+    torch.manual_seed(8)
+    net = create_model("clstm_mma", DIMS, TASK, d_model=4, hidden_dim=3, dense_dim=4, dropout=0.5)
+    for mod in net.clstm.modules():  # silence the cLSTM's own dropouts: only the fusion dropout is left
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+    x = inputs(8)
+    net.eval()
+    ref = net(x).prediction
+    assert torch.equal(net(x).prediction, ref)  # eval: deterministic
+    net.train()
+    torch.manual_seed(0)
+    a = net(x).prediction
+    assert not torch.allclose(a, ref)  # dropout on the concatenated (attended + skip) embeddings
+    for b in range(2):
+        assert torch.all(a[b, LENS[b]:] == 0)  # padding stays zero under dropout
+    net.dropout.p = 0.0
+    torch.testing.assert_close(net(x).prediction, ref)  # ... and nothing else is random
+
+
+def _save_engine_ckpt(net, path):
+    # the training engine's Lightning checkpoint: the model's weights under "model.", other keys beside
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}
+    state["loss_fn.pos_weight"] = torch.ones(3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "hyper_parameters": {"lr": 1e-3}}, path)
+
+
+def test_load_state_falls_back_to_the_run_folders_best_then_last_checkpoint(tmp_path):
+    from emofusion.models.mman import load_state
+
+    torch.manual_seed(2)
+    best = create_model("clstm_unimodal", DIMS, TASK, modality="text", hidden_dim=3, dense_dim=4)
+    last = create_model("clstm_unimodal", DIMS, TASK, modality="text", hidden_dim=3, dense_dim=4)
+    run = tmp_path / "run"
+    _save_engine_ckpt(last, run / "checkpoints" / "last.ckpt")
+
+    def same(state, net):
+        assert set(state) == set(net.state_dict())
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(state[k], v)
+
+    same(load_state(run), last)  # only last.ckpt: it is used
+    _save_engine_ckpt(best, run / "checkpoints" / "best.ckpt")
+    same(load_state(run), best)  # best.ckpt is preferred over last.ckpt
+    # through the public API: a sub-network's pretrained weights from a run folder
+    net = create_model("clstm_lf", DIMS, TASK, unimodal=dict(hidden_dim=3, dense_dim=4), pretrained={"text": run})
+    same(net.subnets["text"].state_dict(), best)
+
+
+def test_pretrained_self_loads_the_whole_model(tmp_path):
+    opts = dict(mma=SMALL_MMA, unimodal=dict(hidden_dim=3, dense_dim=4, dropout=0.0))
+    torch.manual_seed(3)
+    donor = create_model("mman", DIMS, TASK, **opts)
+    torch.save(donor.state_dict(), tmp_path / "whole.pt")
+    torch.manual_seed(4)
+    net = create_model("mman", DIMS, TASK, **opts, pretrained={"self": str(tmp_path / "whole.pt")})
+    for k, v in donor.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v)
+    x = inputs(3)
+    torch.testing.assert_close(net.eval()(x).prediction, donor.eval()(x).prediction)
+
+
+def test_mman_reports_each_sub_networks_logits():
+    torch.manual_seed(5)
+    net = create_model("mman", DIMS, TASK, mma=SMALL_MMA, unimodal=dict(hidden_dim=3, dense_dim=4)).eval()
+    x = inputs(5)
+    sub = net(x).extras["subnet_logits"]
+    assert list(sub) == ["mma", *DIMS]
+    for name, logits in sub.items():
+        assert logits.shape == (2, 6, 4)
+        torch.testing.assert_close(logits, net.subnets[name](x).prediction)
+    assert not torch.allclose(sub["audio"], sub["text"])
+
+
+def test_clstm_mma_on_a_single_modality_is_the_clstm_over_attended_plus_embedded():
+    # one modality: the attention has one key, so its weight is 1 and the module returns the value projection
+    torch.manual_seed(9)
+    dims = {"text": DIMS["text"]}
+    net = create_model("clstm_mma", dims, TASK, **SMALL_MMA).eval()
+    x = {"text": inputs(9)["text"]}
+    out = net(x)
+    assert out.extras["attention_modalities"] == ["text"]
+    for b in range(2):
+        L = LENS[b]
+        torch.testing.assert_close(out.extras["attention"][b, :L], torch.ones(L, 1, 1))
+        steps = []
+        for t in range(L):
+            e = torch.relu(lin(net.standardise["text"][0], x["text"][0][b, t]))
+            steps.append(net.attention.value["text"].weight @ e + e)  # eq. 4 with one key + residual skip
+        torch.testing.assert_close(out.prediction[b, :L], torch.stack(clstm(net.clstm, steps)), atol=1e-5,
+                                   rtol=1e-4)
+        assert torch.all(out.prediction[b, L:] == 0)
