@@ -305,15 +305,20 @@ def test_default_sizes_and_dropouts_are_the_documented_matched_settings():
     assert uni.clstm.encoder.lstm.num_layers == 2 and mma.clstm.encoder.lstm.num_layers == 1
 
 
+
+def _silence_clstm_dropouts(net):
+    """Zero the cLSTM's own dropouts, so only the fusion dropout before it acts."""
+    for mod in net.clstm.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+
 def test_clstm_mma_without_attention_drops_out_the_fused_embeddings_in_training():
     from torch import nn
 
     torch.manual_seed(7)
     net = create_model("clstm_mma", DIMS, TASK, attention=False, d_model=4, hidden_dim=3, dense_dim=4,
                        dropout=0.5)
-    for mod in net.clstm.modules():  # silence the cLSTM's own dropouts: only the fusion dropout is left
-        if isinstance(mod, nn.Dropout):
-            mod.p = 0.0
+    _silence_clstm_dropouts(net)
     x = inputs(7)
     net.eval()
     ref = net(x).prediction
@@ -354,9 +359,7 @@ def test_clstm_mma_drops_out_the_fused_attended_embeddings_in_training():
 
     torch.manual_seed(8)
     net = create_model("clstm_mma", DIMS, TASK, d_model=4, hidden_dim=3, dense_dim=4, dropout=0.5)
-    for mod in net.clstm.modules():  # silence the cLSTM's own dropouts: only the fusion dropout is left
-        if isinstance(mod, nn.Dropout):
-            mod.p = 0.0
+    _silence_clstm_dropouts(net)
     x = inputs(8)
     net.eval()
     ref = net(x).prediction
