@@ -305,15 +305,14 @@ def test_default_sizes_and_dropouts_are_the_documented_matched_settings():
     assert uni.clstm.encoder.lstm.num_layers == 2 and mma.clstm.encoder.lstm.num_layers == 1
 
 
-
 def _silence_clstm_dropouts(net):
     """Zero the cLSTM's own dropouts, so only the fusion dropout before it acts."""
     for mod in net.clstm.modules():
-        if isinstance(mod, nn.Dropout):
+        if isinstance(mod, torch.nn.Dropout):
             mod.p = 0.0
 
+
 def test_clstm_mma_without_attention_drops_out_the_fused_embeddings_in_training():
-    from torch import nn
 
     torch.manual_seed(7)
     net = create_model("clstm_mma", DIMS, TASK, attention=False, d_model=4, hidden_dim=3, dense_dim=4,
@@ -355,7 +354,6 @@ def test_models_reject_a_task_that_is_not_classification(name, opts):
 
 
 def test_clstm_mma_drops_out_the_fused_attended_embeddings_in_training():
-    from torch import nn
 
     torch.manual_seed(8)
     net = create_model("clstm_mma", DIMS, TASK, d_model=4, hidden_dim=3, dense_dim=4, dropout=0.5)
