@@ -7,9 +7,8 @@
    - ``true`` / ``"zscore"``: subtract the training mean, divide by the training std;
    - ``"quantile"``: map each feature through its training quantiles onto a standard normal (rank-Gauss, as
      scikit-learn's ``QuantileTransformer(output_distribution="normal")``; ties get their mid-rank, see
-     :func:`quantile_map`). Heavy-tailed features (COVAREP's
-     spikes, FACET's near-binary columns) then reach the model on one scale; on ICT-MMMO this is what makes
-     pooled audio-visual statistics predictive (docs/recipe.md);
+     :func:`quantile_map`). Heavy-tailed features (COVAREP's spikes, FACET's near-binary columns) then
+     reach the model on one scale; off by default (docs/training.md has the measured comparison);
    - ``false`` / ``"none"``: no scaling.
 4. After scaling, remaining non-finite values become 0 (the training mean / median).
 
@@ -46,6 +45,11 @@ def scaling_name(standardize) -> str:
     raise ValueError(f"standardize must be true, false or one of {list(SCALINGS)}, got {standardize!r}")
 
 
+def state_scaling(state: dict) -> str:
+    """The scaling of a fitted state; states saved before "scaling" existed say only standardize: true/false."""
+    return state.get("scaling") or ("zscore" if state["standardize"] else "none")
+
+
 def _fit_quantiles(dataset: SampleDataset, modalities, keep: dict, counts: dict, seed: int = 0) -> dict:
     """Per modality [D_kept, K] training quantiles of the finite values, from at most QUANTILE_ROWS steps."""
     total = {m: max(1, int(counts[m].max())) for m in modalities}
@@ -55,8 +59,8 @@ def _fit_quantiles(dataset: SampleDataset, modalities, keep: dict, counts: dict,
         sample = dataset.raw(i)
         for m in modalities:
             x = np.asarray(sample.features[m], dtype=np.float64)[:, keep[m]]
-            take = rng.random(len(x)) < min(1.0, QUANTILE_ROWS / total[m])
-            rows[m].append(np.where(np.isfinite(x[take]), x[take], np.nan))
+            x = x[rng.random(len(x)) < min(1.0, QUANTILE_ROWS / total[m])]
+            rows[m].append(np.where(np.isfinite(x), x, np.nan))
     out = {}
     for m in modalities:
         x = np.concatenate(rows[m]) if rows[m] else np.zeros((0, len(keep[m])))
@@ -139,7 +143,7 @@ def fit_hygiene(
             "dropped_constant_columns": np.flatnonzero(~keep).tolist(),
         }
         kept[m] = np.flatnonzero(keep)
-    if scaling == "quantile":
+    if scaling == "quantile":  # a second pass: the quantiles are of the kept columns, known only now
         for m, q in _fit_quantiles(dataset, modalities, kept, counts).items():
             state["modalities"][m]["quantiles"] = [[float(f"{v:.7g}") for v in row] for row in q]
     return state
@@ -150,8 +154,7 @@ class HygieneTransform:
 
     def __init__(self, state: dict):
         self.state = state
-        # states saved before "scaling" existed say only standardize: true/false
-        self.scaling = state.get("scaling") or ("zscore" if state["standardize"] else "none")
+        self.scaling = state_scaling(state)
         self._arrays = {
             m: (np.asarray(s["keep"]), np.asarray(s["mean"], np.float32), np.asarray(s["std"], np.float32))
             for m, s in state["modalities"].items()
@@ -205,7 +208,7 @@ def summarize(state: dict) -> dict:
             "dropped_constant_columns": s["dropped_constant_columns"],
             "dim": f"{s['input_dim']} -> {len(s['keep'])}",
             "standardized": state["standardize"],
-            "scaling": state.get("scaling") or ("zscore" if state["standardize"] else "none"),
+            "scaling": state_scaling(state),
         }
         for m, s in state["modalities"].items()
     }
