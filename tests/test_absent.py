@@ -20,7 +20,12 @@ CONVERSATION = ("clstm_", "mman")
 
 
 def segment_models():
-    return [m for m in list_models() if not m.startswith(CONVERSATION)]
+    """Models trained by gradient steps; the classical baselines (fitted once, absence as a pooled ``present``
+    statistic) are tested in tests/test_classical.py."""
+    from emofusion.models.registry import MODELS
+
+    return [m for m in list_models() if not m.startswith(CONVERSATION)
+            and not getattr(MODELS.get(m), "fits_closed_form", False)]
 
 
 def build(name, dims=DIMS, **options):

@@ -361,3 +361,31 @@ def test_stage_outputs_are_cut_back_per_sample_in_order():
     for s, o in zip(samples, out):
         assert o.features["audio"].dtype == np.float32
         np.testing.assert_array_equal(o.features["audio"], 2.0 * s.features["audio"])
+
+
+@pytest.mark.parametrize("stage, width", [("representation", 5), ("correlated", 3 + 5)])
+def test_staged_inputs_ignore_nan_and_inf_padding_in_outputs_and_gradients(stage, width):
+    # saved stage outputs are padded per batch; a NaN/inf there (a masked product would give NaN * 0 = NaN)
+    # must change neither the prediction nor any gradient
+    d = {"text": width, "audio": width}
+    g = torch.Generator().manual_seed(2)
+    v = {m: torch.randn(2, 5, width, generator=g) for m in d}
+    mask = {"text": torch.tensor([[True] * 3 + [False] * 2, [True] * 5]),
+            "audio": torch.tensor([[True] * 5, [True, True] + [False] * 3])}
+    fills = {"text": torch.nan, "audio": torch.inf}
+    runs = []
+    for dirty in (False, True):
+        torch.manual_seed(3)
+        model = create_model("delta_attention", d, TASK, input_stage=stage, **{**SMALL, "cca_weight": 0.1}).train()
+        x = {m: ModalityTensor(torch.where(mask[m].unsqueeze(-1), v[m], fills[m]) if dirty else
+                               v[m] * mask[m].unsqueeze(-1), mask[m]) for m in d}
+        out = model(x)
+        loss = out.prediction.square().sum() + sum(out.aux_losses.values())
+        loss.backward()
+        runs.append((out.prediction.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None}))
+    torch.testing.assert_close(runs[1][0], runs[0][0])
+    assert runs[1][1].keys() == runs[0][1].keys() and runs[0][1]
+    for name, grad in runs[1][1].items():
+        assert torch.isfinite(grad).all(), name
+        torch.testing.assert_close(grad, runs[0][1][name], msg=name)

@@ -256,3 +256,14 @@ def test_claims_are_read_off_the_results_with_each_metrics_direction():
     assert "acc6 0.550 vs 0.600 (difference -0.050)" in text and "on par: full / unaligned" in text
     assert "absent: not testable here (gone / aligned has no result)" in text
     assert claim_lines(SuiteSpec(cells=[], metrics=["acc6"]), cells, 3) == []
+
+
+def test_a_validation_column_gets_the_validation_splits_baselines_and_flags():
+    spec = SuiteSpec([Cell("model", "data", TINY)], ["val/mae", "mae"], seeds=[0])
+    record = {"status": "ok", "evaluations": {"clean": {"mae": 0.5}}, "metrics": {"val": {"mae": 0.7}},
+              "baselines": {"test": {"train_median": {"mae": 0.6}}, "val": {"train_median": {"mae": 0.65}}}}
+    cells = suite_mod.aggregate(spec, {(config_hash(TINY), 0): record}, [0])
+    assert cells[0]["mean"] == {"val/mae": 0.7, "mae": 0.5}
+    assert cells[0]["flags"] == {"val/mae": True, "mae": False}  # 0.7 on val loses to the val median's 0.65
+    rows = suite_mod.baseline_rows(cells, spec.metrics)
+    assert rows[0]["mean"] == {"val/mae": 0.65, "mae": 0.6}

@@ -24,6 +24,12 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.modalities = list(modalities)
+        if getattr(model, "fits_closed_form", False):
+            raise ValueError(
+                f"export: {type(model).__name__} is a scikit-learn estimator on pooled statistics "
+                "(models/classical.py), not a torch graph: it has no ONNX / TorchScript / safetensors form. Use "
+                "`emofusion predict` with the run directory (its checkpoints/best.ckpt holds the estimator)."
+            )
         if hygiene and hygiene.get("scaling") == "quantile":
             # the graph would need a per-feature searchsorted, which ONNX has no operator for
             raise ValueError(

@@ -25,7 +25,9 @@ LOWER_IS_BETTER_PREFIXES = ("mae", "mse", "loss")
 
 
 def lower_is_better(metric: str) -> bool:
-    """Errors (mae*, mse*, loss) are better low; accuracies, F1, correlations high."""
+    """Errors (mae*, mse*, loss) are better low; accuracies, F1, correlations high. A split prefix
+    (``val/mae``) does not change the direction."""
+    metric = metric.rpartition("/")[2]
     return metric.split("_")[0] in LOWER_IS_BETTER_PREFIXES or metric in ("mae_sum", "mse_sum")
 
 

@@ -74,6 +74,8 @@ FLAG_NOTES = {
     "optimal; on MSE, r and WA every learned row beats every baseline.",
     "robustness": QUICK_SMOKE + " Under strong perturbations (a modality dropped, heavy noise) a model "
     "falling to the constant is the measured effect, not an error.",
+    "mmmo-classical": "A grid shows settings that validation does not choose: a flagged row is one of them, "
+    "reported so the grid is whole, not used by any preset.",
     "mmmo-recipe": "EMA weight averaging trails runs that overfit within a few dozen steps on 220 training "
     "videos; where it loses to the train median it is worse than no model, which is why it is off by "
     "default (docs/training.md).",

@@ -367,9 +367,17 @@ def dataset_key(config: dict) -> str:
 
 
 def _record_baselines(record: dict | None, split: str) -> dict[str, dict]:
+    """{baseline: {metric: value}} on the suite's split, plus ``"<split>/<metric>"`` of the run's other splits
+    (so a ``val/mae`` column has its baseline rows and flags too)."""
     if not record or record.get("status") != "ok":
         return {}
-    return (record.get("baselines") or {}).get(split) or {}
+    recorded = record.get("baselines") or {}
+    out = {name: dict(metrics) for name, metrics in (recorded.get(split) or {}).items()}
+    for other, by_name in recorded.items():
+        if other != split:
+            for name, metrics in (by_name or {}).items():
+                out.setdefault(name, {}).update({f"{other}/{k}": v for k, v in metrics.items()})
+    return out
 
 
 def _metric_value(record: dict, evaluation: dict, metric: str):
@@ -552,7 +560,8 @@ def markdown(result: SuiteResult) -> str:
     if base_cells or any(c.get("baselines", {}).get("mean") for c in result.cells):
         lines += [
             "*baseline* rows: closed-form trivial predictors fitted on the training labels and scored on the "
-            f"same `{spec.split}` split with the same metric code (docs/metrics.md). {FLAG} = the model does not "
+            f"same `{spec.split}` split (a `<split>/metric` table: on that split) with the same metric code "
+            f"(docs/metrics.md). {FLAG} = the model does not "
             "beat the best of them on that metric (for a column whose rows use different datasets, each row "
             "is compared with the baselines of its own dataset).",
             "",

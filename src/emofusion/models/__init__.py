@@ -3,6 +3,7 @@
 # imported for their side effect: each module registers its models
 from emofusion.models import (  # noqa: F401
     baselines,
+    classical,
     delta_attention,
     early_fusion,
     late_fusion,

@@ -504,11 +504,12 @@ class DeltaAttention(FusionModel):
             if self.return_attention:
                 extras["delta_attention"] = {m: w[-1] for m, w in ws.items()}
         elif self.input_stage == "representation":
-            ys = {m: inputs[m].values * masks[m].unsqueeze(-1) for m in self.modalities}
+            # a fill, not a product: NaN/inf padding times 0 would be NaN (as in rmfn)
+            ys = {m: inputs[m].values.masked_fill(~masks[m].unsqueeze(-1), 0.0) for m in self.modalities}
         else:
             ys, yhats = {}, {}
             for m in self.modalities:
-                v = inputs[m].values * masks[m].unsqueeze(-1)
+                v = inputs[m].values.masked_fill(~masks[m].unsqueeze(-1), 0.0)
                 yhats[m], ys[m] = v[..., : self.d_r], v[..., self.d_r :]
         extras["representations"] = ys
         if self.variant == "unimodal":

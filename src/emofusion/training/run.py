@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
@@ -174,6 +175,8 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
         config.to_dict(),
     )
     modalities = bundle.modalities
+    if getattr(module.model, "fits_closed_form", False):  # e.g. the classical baselines: one fit, no steps
+        return _fit_closed_form(config, run_dir, module, bundle, start)
     train_set, val_set = bundle.train, bundle.val
     averaged = module.model.time_averaged_inputs()
     if averaged and not (config.input_noise or config.feature_dropout):  # those act on every frame
@@ -282,6 +285,44 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
     # plots are drawn by the callers (CLI, suites: emofusion.evaluation.plots.plot_run); the engine does not
     # import the reporting layer
     return RunResult(metrics, run_dir, module, bundle, time.time() - start, baselines, metrics_info)
+
+
+def _fit_closed_form(config: RunConfig, run_dir: Path, module: EmoFusionModule, bundle: DatasetBundle,
+                     start: float) -> RunResult:
+    """A model that declares ``fits_closed_form`` (``models/classical.py``) is fitted once on the whole training
+    split (``model.features`` of its batches, ``model.fit``), then evaluated, saved and reported like a trained
+    run: the same metrics.json (with the baselines), a ``best.ckpt`` that :func:`load_module` reads, no
+    validation-driven stopping (nothing to stop), no safetensors copy (the estimator is not tensors)."""
+    model = module.model
+    loader = make_loader(bundle.train, replace(config, num_workers=0), bundle.modalities, False,
+                         module.task.sequence_labels)
+    features, labels = [], []
+    for batch in loader:
+        features.append(model.features({m: batch.inputs[m] for m in module.modalities}))
+        labels.append(batch.labels.cpu().numpy())
+    model.fit(np.concatenate(features), np.concatenate(labels), seed=config.seed, loss=module.loss_name)
+    module.eval()
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best_path = ckpt_dir / "best.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__, "global_step": 0, "epoch": 0}, best_path)
+    metrics = {s: evaluate_split(module, bundle, s, config=config) for s in ("val", "test")}
+    baselines = bundle_baselines(bundle, ("val", "test"), seed=config.seed, train_labels=split_labels(bundle.train))
+    info = {
+        "best_checkpoint": str(best_path),
+        "monitor": None,  # no checkpoint selection: one fit on the training split
+        "fitted": "closed form (one fit on the training split, no validation-driven stopping)",
+        "estimator": repr(getattr(model, "estimator", None)),
+        "train_samples": int(sum(len(f) for f in features)),
+        "steps_trained": 0,
+        "seconds": round(time.time() - start, 2),
+        "num_parameters": 0,
+    }
+    payload = {**metrics, "baselines": baselines, "info": info}
+    (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    check_headline(metrics, module.task.monitor, str(run_dir))
+    return RunResult(metrics, run_dir, module, bundle, time.time() - start, baselines, info)
 
 
 def _world_size(config: RunConfig) -> int:
