@@ -390,10 +390,10 @@ def epoch_worker(side: str, name: str, setting: str, batch: int, n_train: int, n
 
         run = forward
     else:
+        from dataclasses import replace as dc_replace
+
         from emofusion.data.batch import ModalityTensor
         from emofusion.data.collate import Collator, LengthBucketBatchSampler
-
-        from dataclasses import replace as dc_replace
 
         collate = Collator(sequence_labels=False)
 

@@ -803,8 +803,8 @@ def render_report(res: dict) -> str:
     for (dataset, model), rows in groups.items():
         key_metric = "test_mse" if any(x.get("test_mse") is not None for x in rows) else "test_mae"
 
-        def col(prec, key):
-            xs = [x[key] for x in rows if x["precision"] == prec and key in x and x[key] is not None]  # noqa: B023 (called in the loop)
+        def col(prec, key, rows=rows):
+            xs = [x[key] for x in rows if x["precision"] == prec and key in x and x[key] is not None]
             if not xs:
                 return "error"
             return f"{np.mean(xs):.4f}" + (f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else "")
@@ -814,8 +814,8 @@ def render_report(res: dict) -> str:
         best_constant = (min(base[0]["mean_mse" if mse else "median_mae"], base[0]["zero_mse" if mse else "zero_mae"])
                          if base and "median_mae" in base[0] else None)
 
-        def flagged(prec):
-            xs = [x[key_metric] for x in rows if x["precision"] == prec and x.get(key_metric) is not None]  # noqa: B023
+        def flagged(prec, rows=rows, key_metric=key_metric, best_constant=best_constant, col=col):
+            xs = [x[key_metric] for x in rows if x["precision"] == prec and x.get(key_metric) is not None]
             loses = bool(xs) and best_constant is not None and np.mean(xs) >= best_constant
             flags.append(loses)
             return col(prec, key_metric) + (" †" if loses else "")
