@@ -64,6 +64,7 @@ class ClassicalBaseline(FusionModel):
     supported_kinds = ("sentiment", "emotion_intensity", "multi_regression", "classification")
 
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec, **estimator_options):
+        """``estimator_options``: keyword arguments of the scikit-learn estimator (each subclass names its own)."""
         super().__init__(modality_dims, task)
         if task.kind not in self.supported_kinds or task.sequence_labels:
             raise ValueError(
@@ -129,15 +130,22 @@ class ClassicalBaseline(FusionModel):
 class SVMBaseline(ClassicalBaseline):
     """Paper 001's SVM baseline: RBF SVR (regression) / SVC (classes) on standardised pooled statistics."""
 
+    def __init__(self, modality_dims: dict[str, int], task: TaskSpec, C: float = 1.0, epsilon: float = 0.1,
+                 gamma: float | str = "scale", **estimator_options):
+        """``C``: the penalty; ``epsilon``: SVR's insensitive zone (regression only); ``gamma``: the RBF kernel's
+        width; other keywords go to scikit-learn's SVR / SVC."""
+        super().__init__(modality_dims, task, C=C, epsilon=epsilon, gamma=gamma, **estimator_options)
+
     def make_estimator(self, seed: int, loss: str):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC, SVR
 
-        opts = {"C": 1.0, "gamma": "scale", **self.estimator_options}
+        opts = dict(self.estimator_options)
+        epsilon = opts.pop("epsilon")
         if self.task.is_regression:
-            return make_pipeline(StandardScaler(), SVR(kernel="rbf", **{"epsilon": 0.1, **opts}))
+            return make_pipeline(StandardScaler(), SVR(kernel="rbf", epsilon=epsilon, **opts))
         # class probabilities by Platt scaling on 3 internal folds (SVC(probability=True) is deprecated in 1.9)
         svc = make_pipeline(StandardScaler(), SVC(kernel="rbf", random_state=seed, **opts))
         return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
@@ -149,12 +157,19 @@ class RandomForestBaseline(ClassicalBaseline):
 
     native_multi_output = True
 
+    def __init__(self, modality_dims: dict[str, int], task: TaskSpec, n_estimators: int = 300,
+                 min_samples_leaf: int = 1, max_features: float = 1.0, max_depth: int | None = None,
+                 **estimator_options):
+        """The forest's size and tree settings (``max_features``: the fraction of columns tried per split); other
+        keywords go to scikit-learn's RandomForestRegressor / Classifier."""
+        super().__init__(modality_dims, task, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
+                         max_features=max_features, max_depth=max_depth, **estimator_options)
+
     def make_estimator(self, seed: int, loss: str):
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-        opts = {"n_estimators": 300, "min_samples_leaf": 1, "max_features": 1.0, **self.estimator_options}
         cls = RandomForestRegressor if self.task.is_regression else RandomForestClassifier
-        return cls(random_state=seed, n_jobs=1, **opts)
+        return cls(random_state=seed, n_jobs=1, **self.estimator_options)
 
 
 @register_model("gradient_boosting")
@@ -163,11 +178,17 @@ class GradientBoostingBaseline(ClassicalBaseline):
     classes). ``max_features < 1`` samples features per split, so seeds then differ; at 1.0 the fit is
     deterministic (no early stopping: ``early_stopping=False``, the validation split chooses settings)."""
 
+    def __init__(self, modality_dims: dict[str, int], task: TaskSpec, learning_rate: float = 0.05,
+                 max_iter: int = 200, max_depth: int = 3, max_features: float = 1.0, **estimator_options):
+        """Boosting rate and rounds, tree depth, the fraction of columns per split (< 1: seeded); other keywords
+        go to scikit-learn's HistGradientBoostingRegressor / Classifier."""
+        super().__init__(modality_dims, task, learning_rate=learning_rate, max_iter=max_iter, max_depth=max_depth,
+                         max_features=max_features, **estimator_options)
+
     def make_estimator(self, seed: int, loss: str):
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-        opts = {"learning_rate": 0.05, "max_iter": 200, "max_depth": 3, "early_stopping": False,
-                **self.estimator_options}
+        opts = {"early_stopping": False, **self.estimator_options}
         if not self.task.is_regression:
             return HistGradientBoostingClassifier(random_state=seed, **opts)
         if loss not in BOOSTING_LOSSES:
