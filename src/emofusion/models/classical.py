@@ -132,8 +132,8 @@ class SVMBaseline(ClassicalBaseline):
 
     def __init__(self, modality_dims: dict[str, int], task: TaskSpec, C: float = 1.0, epsilon: float = 0.1,
                  gamma: float | str = "scale", **estimator_options):
-        """``C``: the penalty; ``epsilon``: SVR's insensitive zone (regression only); ``gamma``: the RBF kernel's
-        width; other keywords go to scikit-learn's SVR / SVC."""
+        """``C``: the penalty; ``epsilon``: SVR's insensitive zone (regression only); ``gamma``: kernel width;
+        other keywords go to scikit-learn's SVR / SVC."""
         super().__init__(modality_dims, task, C=C, epsilon=epsilon, gamma=gamma, **estimator_options)
 
     def make_estimator(self, seed: int, loss: str):
