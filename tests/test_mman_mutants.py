@@ -250,6 +250,11 @@ def test_state_files_load_weights_only_onto_the_cpu(tmp_path, monkeypatch):
     torch.save({"w": torch.zeros(2), "obj": NotATensor()}, tmp_path / "unsafe.pt")
     with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
         load_state(tmp_path / "unsafe.pt")
+    # an environment that relaxes torch's default (weights_only=False unless a call says otherwise) does not
+    # relax this loader: it says weights_only=True itself
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
+        load_state(tmp_path / "unsafe.pt")
 
 
 def test_subnetwork_specs_defaults_and_options():
