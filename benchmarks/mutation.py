@@ -54,7 +54,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_delta_attention.py"],
     ),
     "emofusion/models/early_fusion.py": (["tests/test_equations_early_fusion.py"], ["tests/test_early_fusion.py"]),
-    "emofusion/models/mman.py": (["tests/test_equations_mman.py"], ["tests/test_mman.py"]),
+    "emofusion/models/mman.py": (["tests/test_equations_mman.py", "tests/test_mman_mutants.py"], ["tests/test_mman.py"]),
 }
 # functions whose mutants are not run: training loops owned by other modules' protocols, plotting/repr glue
 SKIP_FUNCTIONS = {

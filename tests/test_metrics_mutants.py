@@ -408,3 +408,166 @@ def test_confusion_reads_float_and_column_labels_as_class_indices():
     as_float_column = M.confusion(logits, np.array([[0.0], [1.0], [1.0], [2.0]]), 3)
     np.testing.assert_array_equal(as_ints, as_float_column)
     assert as_ints.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+
+
+# ---- session 7: survivors of the complete mutant set (benchmarks/mutation.py --targets metrics --max-per-file 0)
+
+
+def test_intensity_error_means_on_a_block_that_is_not_square():
+    # 4 samples x 6 emotions: a sum over the wrong axis or a mean for a sum changes every number
+    pred, true = intensity_data()
+    pred, true = pred[:4], true[:4]
+    m = M.emotion_intensity_metrics(pred, true, NAMES6)
+    errs = [a - b for pr, tr in zip(pred, true) for a, b in zip(pr, tr)]
+    assert any(e < 0 for e in errs) and any(e > 0 for e in errs)  # signed errors: |e| matters
+    assert m["mae"] == pytest.approx(sum(abs(e) for e in errs) / 24)
+    assert m["mse"] == pytest.approx(sum(e * e for e in errs) / 24)
+    assert m["mse_sum"] == pytest.approx(sum(e * e for e in errs) / 4)
+    assert m["mae_sum"] == pytest.approx(sum(abs(e) for e in errs) / 4)
+
+
+def test_dominant_emotion_view_counts_every_sample_with_any_intensity():
+    # a sample whose strongest emotion is weak (0.3, at most 1) still has an emotion; only all-zero rows drop
+    true = np.zeros((5, 6))
+    true[0, 2] = 0.3
+    true[1, 4] = 1.0
+    true[3, 0], true[3, 1] = 2.0, 0.5
+    true[4, 5] = 0.6
+    pred = np.full((5, 6), 0.1)
+    pred[0, 2] = pred[1, 1] = pred[3, 0] = pred[4, 5] = pred[2, 3] = 1.0
+    m = M.emotion_intensity_metrics(pred, true, NAMES6)
+    keep = [i for i in range(5) if any(v > 0 for v in true[i])]
+    assert m["n_6"] == len(keep) == 4
+    t6 = [max(range(6), key=lambda j: true[i, j]) for i in keep]
+    p6 = [max(range(6), key=lambda j: pred[i, j]) for i in keep]
+    assert m["acc6"] == pytest.approx(sum(a == b for a, b in zip(t6, p6)) / 4) and m["acc6"] == pytest.approx(0.75)
+
+
+def test_weighted_f1_views_take_the_truth_first():
+    """Weighted F1 weights each class by its support in the truth: swapping truth and prediction changes it
+    when the two classes are hit unequally (TP 4 vs 2 here), so every F1 view is checked on such data."""
+    t = [0, 0, 0, 0, 1, 1]
+    p = [0, 0, 0, 1, 1, 1]
+    assert weighted_f1(t, p) != pytest.approx(weighted_f1(p, t))
+    # dominant-emotion view: argmax classes t / p
+    true = np.full((6, 6), 0.2)
+    pred = np.full((6, 6), 0.2)
+    for i in range(6):
+        true[i, t[i]] = 2.0
+        pred[i, p[i]] = 2.5
+    m = M.emotion_intensity_metrics(pred, true, NAMES6)
+    assert m["f1_6"] == pytest.approx(weighted_f1(t, p))
+    # sentiment, non-0 view: the zero-truth sample is dropped, then positive vs negative
+    y = np.array([-1.0, -2.0, -1.5, -0.5, 1.0, 2.0, 0.0])
+    s = np.array([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 2.0])
+    ms = M.sentiment_metrics(s, y)
+    assert ms["f1_non0"] == pytest.approx(weighted_f1([v > 0 for v in y[:6]], [v > 0 for v in s[:6]]))
+    # single-label classification, support-weighted over the truth
+    logits = np.eye(3)[p + [2]]
+    yc = np.array(t + [2])
+    mc = M.classification_metrics(logits, yc, ("a", "b", "c"))
+    assert mc["f1_weighted"] == pytest.approx(weighted_f1(list(yc), p + [2]))
+    assert mc["f1_weighted"] != pytest.approx(weighted_f1(p + [2], list(yc)))
+    # multi-label, per class
+    ml = M.multilabel_binary_metrics(np.where(np.array(p)[:, None] == 1, 1.0, -1.0), np.array(t)[:, None], ("x",))
+    assert ml["f1_x"] == pytest.approx(weighted_f1([v == 1 for v in t], [v == 1 for v in p]))
+
+
+def test_multilabel_per_class_keys_belong_to_their_class():
+    logits = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    true = np.array([[1, 1], [1, 1], [0, 0], [0, 1], [0, 0]])
+    m = M.multilabel_binary_metrics(logits, true, ("x", "y"))
+    for j, name in enumerate(("x", "y")):
+        p, t = [v > 0 for v in logits[:, j]], [v > 0.5 for v in true[:, j]]
+        assert m[f"acc_{name}"] == pytest.approx(sum(a == b for a, b in zip(p, t)) / 5)
+        assert m[f"f1_{name}"] == pytest.approx(weighted_f1(t, p))
+    assert m["acc_x"] != pytest.approx(m["acc_y"]) and m["f1_x"] != pytest.approx(m["f1_y"])
+
+
+def test_weighted_accuracy_reads_any_non_zero_prediction_as_present():
+    # presence flags are cast to bool on both sides: 2 and 3 are present, like 1
+    assert M.weighted_accuracy([1, 1, 1, 1], [2, 0, 3, 2]) == pytest.approx(0.75)
+    assert M.weighted_accuracy([1, 0, 1, 0], [2, 0, 0, 3]) == pytest.approx(wa([1, 0, 1, 0], [1, 0, 0, 1]))
+
+
+def test_labels_are_read_in_float64():
+    # a truth of 0.5 - 1e-9 rounds half-up to 0 in float64; read as float32 it becomes 0.5 and rounds to 1
+    below = 0.5 - 1e-9
+    assert np.float32(below) == 0.5
+    true = np.zeros((3, 2))
+    true[:, 0] = [below, 2.0, 1.0]
+    pred = np.zeros((3, 2))
+    pred[:, 0] = [0.0, 2.0, 0.0]
+    m = M.emotion_intensity_metrics(pred, true, ["a", "b"])
+    assert m["acc4_a"] == pytest.approx(sum(rhu(a) == rhu(b) for a, b in zip(pred[:, 0], true[:, 0])) / 3)
+    assert m["acc4_a"] == pytest.approx(2 / 3)
+    # sentiment: both sides in float64 (0.5 - 1e-9 is class 0, not 1)
+    s = M.sentiment_metrics(np.array([below, 1.0, -2.0]), np.array([0.0, 1.0, -2.0]))
+    assert s["acc7"] == pytest.approx(1.0) and s["acc5"] == pytest.approx(1.0)
+    s = M.sentiment_metrics(np.array([0.0, 1.0, -2.0]), np.array([below, 1.0, -2.0]))
+    assert s["acc7"] == pytest.approx(1.0) and s["acc5"] == pytest.approx(1.0)
+    mr = M.multi_regression_metrics(np.array([[1.0], [2.0]]), np.array([[1.5 - 1e-9], [2.0]]), ("o",), [(1, 7)])
+    assert mr["acc7_o"] == pytest.approx(1.0)
+    mr = M.multi_regression_metrics(np.array([[1.5 - 1e-9], [2.0]]), np.array([[1.0], [2.0]]), ("o",), [(1, 7)])
+    assert mr["acc7_o"] == pytest.approx(1.0)
+
+
+def test_classification_reads_column_and_list_labels_as_class_indices():
+    logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    names = ("a", "b", "c")
+    flat = M.classification_metrics(logits, np.array([0, 1, 1, 2, 1]), names)
+    assert M.classification_metrics(logits, np.array([[0.0], [1.0], [1.0], [2.0], [1.0]]), names) == flat
+    assert M.classification_metrics(logits, [0, 1, 1, 2, 1], names) == flat
+    assert flat["acc_c_binary"] == pytest.approx(3 / 5) and flat["acc_b_binary"] == pytest.approx(4 / 5)
+
+
+def test_classification_metrics_reject_labels_that_are_not_class_indices():
+    # a wrong label mapping (label C, or -1) must fail loudly, not be scored as an error of no listed class
+    names = ("a", "b", "c")
+    logits = np.eye(3)[[0, 1, 2, 2]]
+    edge = M.classification_metrics(logits, np.array([0, 1, 2, 2]), names)  # 0 and C-1 are class indices
+    assert edge["accuracy"] == 1.0
+    assert M.confusion(logits, np.array([0, 1, 2, 2]), 3).trace() == 4
+    for bad, where in (([0, 1, 3, 2], "label 3 of sample 2"), ([0, -1, 2, 2], "label -1 of sample 1")):
+        with pytest.raises(ValueError, match=f"{where} is not a class index 0..2"):
+            M.classification_metrics(logits, np.array(bad), names)
+        with pytest.raises(ValueError, match=f"{where} is not a class index 0..2"):
+            M.confusion(logits, np.array(bad), 3)
+    with pytest.raises(ValueError, match="logits have 4 columns for 3 classes"):
+        M.classification_metrics(np.eye(4)[[0, 1, 2, 2]], np.array([0, 1, 2, 2]), names)
+    with pytest.raises(ValueError, match="logits have 2 columns for 3 classes"):
+        M.confusion(np.eye(2)[[0, 1, 1, 0]], np.array([0, 1, 1, 0]), 3)
+    # lists are class indices too
+    np.testing.assert_array_equal(M.confusion(logits.tolist(), [0, 1, 2, 2], 3), M.confusion(logits, np.array([0, 1, 2, 2]), 3))
+
+
+def test_accuracy_key_counts_the_classes_the_rounding_gives():
+    """acc<K>: K is the number of classes that clipping to [low, high] and rounding half-up can give, counted
+    here by brute force (on an integer scale, the integers of the range)."""
+    def classes(lo, hi):
+        return len({rhu(clip(v, lo, hi)) for v in np.linspace(lo - 1, hi + 1, 4001)})
+
+    p = np.array([0.2, 1.4, 2.6, 3.1])
+    y = np.array([0.4, 1.6, 2.4, 3.3])
+    for lo, hi in ((-3.0, 3.0), (1.0, 5.0), (1.0, 7.0), (0.3, 3.3), (0.6, 3.4), (0.2, 3.9)):
+        k = classes(lo, hi)
+        keys = [key for key in M.sentiment_metrics(p, y, (lo, hi)) if key.startswith("acc") and key[3:].isdigit()]
+        assert keys == [f"acc{k}"] + (["acc5"] if (lo, hi) == (-3.0, 3.0) else []), (lo, hi)
+        mr = M.multi_regression_metrics(p[:, None], y[:, None], ("o",), [(lo, hi)])
+        assert f"acc{k}_o" in mr, (lo, hi)
+    assert [classes(lo, hi) for lo, hi in ((0.3, 3.3), (0.6, 3.4))] == [4, 3]
+
+
+def test_mean_predictor_averages_in_float64():
+    train = [[0.1, 1e8 + 1.0], [0.2, 1e8 + 2.0]]  # a list: read as float64
+    mp = M.mean_predictor(train, 3)
+    assert mp.dtype == np.float64
+    assert mp[0, 0] == pytest.approx(0.15, rel=1e-12) and mp[2, 1] == 1e8 + 1.5  # float32: 0.15000001 and 1e8
+
+
+def test_random_intensity_baseline_draws_each_emotions_intensity_on_its_own():
+    r = M.random_intensity_baseline(3000, seed=3)
+    multi = [row[row > 0] for row in r if (row > 0).sum() >= 2]
+    same = np.mean([len(set(np.round(v * 3).tolist())) == 1 for v in multi])
+    # independent draws from 9 values: all equal with probability 1/9 for two labels, less for more
+    assert 0.02 < same < 0.08

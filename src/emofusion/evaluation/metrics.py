@@ -30,6 +30,12 @@ def round_half_up(x: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
 
 
+def num_rounded_classes(low: float, high: float) -> int:
+    """How many classes rounding half-up a value clipped to [low, high] gives: the K of ``acc<K>`` (7 on [-3, 3],
+    5 on [1, 5]; 4 on [0.3, 3.3], whose values round to 0..3)."""
+    return int(round_half_up(high) - round_half_up(low)) + 1
+
+
 def safe_pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson r; NaN when either vector is constant (r is undefined there)."""
     x = np.asarray(x, np.float64).ravel()
@@ -123,8 +129,9 @@ def sentiment_metrics(pred: np.ndarray, true: np.ndarray, label_range=(-3.0, 3.0
     - ``acc2_non0``/``f1_non0``: samples with truth == c dropped, then > c vs < c (MulT / MMSA "Non0");
     - no bare ``acc2``/``f1``: a table must say which convention it reports. F1 is weighted F1 (as MMSA and
       MulT compute it).
-    - ``acc<K>`` with K = number of integers in the range (``acc7`` on [-3, 3]): both sides clipped to the
-      range and rounded half-up; on [-3, 3] also ``acc5`` (clipped to [-2, 2]).
+    - ``acc<K>`` with K = number of classes of the rounding (the integers of the range on an integer scale:
+      ``acc7`` on [-3, 3]): both sides clipped to the range and rounded half-up; on [-3, 3] also ``acc5``
+      (clipped to [-2, 2]).
     - ``mae``, ``pearson_r``.
     """
     pred = np.asarray(pred, np.float64).ravel()
@@ -140,7 +147,7 @@ def sentiment_metrics(pred: np.ndarray, true: np.ndarray, label_range=(-3.0, 3.0
         out["f1_non0"] = _weighted_f1(true[nz] > centre, pred[nz] > centre)
     else:
         out["acc2_non0"] = out["f1_non0"] = float("nan")
-    k = int(round(high - low)) + 1
+    k = num_rounded_classes(low, high)
     rp = round_half_up(np.clip(pred, low, high))
     rt = round_half_up(np.clip(true, low, high))
     out[f"acc{k}"] = float(np.mean(rp == rt))
@@ -149,12 +156,25 @@ def sentiment_metrics(pred: np.ndarray, true: np.ndarray, label_range=(-3.0, 3.0
     return out
 
 
+def _check_class_indices(true: np.ndarray, width: int, num_classes: int) -> None:
+    """A label outside 0..C-1, or logits of another width, would be scored silently (as an error of no listed
+    class, or a class of its own in the weighted F1): a wrong label mapping must fail loudly instead."""
+    if width != num_classes:
+        raise ValueError(f"classification metrics: logits have {width} columns for {num_classes} classes")
+    bad = np.flatnonzero((true < 0) | (true >= num_classes))
+    if len(bad):
+        raise ValueError(
+            f"classification metrics: label {true[bad[0]]} of sample {bad[0]} is not a class index 0..{num_classes - 1}"
+        )
+
+
 def classification_metrics(logits: np.ndarray, true: np.ndarray, names) -> dict[str, float]:
     """Single-label classification: accuracy, macro/weighted F1, per-class recall, and the one-vs-rest
     binary view per class (``acc_<c>_binary``, weighted ``f1_<c>_binary``; IEMOCAP per-emotion reporting).
     The confusion matrix is returned by :func:`confusion` (not a scalar metric)."""
     true = np.asarray(true).astype(np.int64).ravel()
     pred = np.asarray(logits).reshape(len(true), -1).argmax(1)
+    _check_class_indices(true, np.asarray(logits).reshape(len(true), -1).shape[1], len(names))
     labels = np.arange(len(names))
     out = {"accuracy": float(accuracy_score(true, pred))}
     with warnings.catch_warnings():
@@ -172,6 +192,7 @@ def classification_metrics(logits: np.ndarray, true: np.ndarray, names) -> dict[
 def confusion(logits: np.ndarray, true: np.ndarray, num_classes: int, normalize: str | None = None) -> np.ndarray:
     true = np.asarray(true).astype(np.int64).ravel()
     pred = np.asarray(logits).reshape(len(true), -1).argmax(1)
+    _check_class_indices(true, np.asarray(logits).reshape(len(true), -1).shape[1], num_classes)
     return confusion_matrix(true, pred, labels=np.arange(num_classes), normalize=normalize)
 
 
@@ -205,7 +226,7 @@ def multi_regression_metrics(pred: np.ndarray, true: np.ndarray, names, ranges=N
         out[f"mae_{name}"], out[f"r_{name}"] = maes[-1], rs[-1]
         if ranges is not None:
             low, high = ranges[j]
-            k = int(round(high - low)) + 1
+            k = num_rounded_classes(low, high)
             hit = round_half_up(np.clip(p, low, high)) == round_half_up(np.clip(t, low, high))
             out[f"acc{k}_{name}"] = float(np.mean(hit))
     out["mae"] = float(np.mean(maes))
