@@ -608,3 +608,14 @@ def test_random_baseline_samples_independently_and_its_declared_interface():
     big = {m: ModalityTensor(torch.zeros(300, 1, d), torch.ones(300, 1, dtype=torch.bool)) for m, d in DIMS.items()}
     vals = torch.unique(torch.round(bare(big).prediction * 3)).tolist()
     assert vals == list(range(10))  # 0 (not chosen) and the nine values 1/3 .. 3
+    # with a label range the nine levels span it: (0, 6) gives 2/3 .. 6
+    ranged = create_model("random_baseline", DIMS, TaskSpec("emotion_intensity", ("a", "b", "c"), label_range=(0.0, 6.0)),
+                          seed=1)
+    levels = torch.unique(torch.round(ranged(big).prediction * 1.5)).tolist()
+    assert levels == list(range(10))
+    # classification: every class can be drawn, from the model's own generator (not the global one)
+    torch.manual_seed(0)
+    first = create_model("random_baseline", DIMS, TASK, seed=2)(big).prediction
+    torch.manual_seed(1)
+    again = create_model("random_baseline", DIMS, TASK, seed=2)(big).prediction
+    assert torch.equal(first, again) and first.argmax(1).unique().tolist() == [0, 1, 2]
