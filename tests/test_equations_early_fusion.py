@@ -619,3 +619,6 @@ def test_random_baseline_samples_independently_and_its_declared_interface():
     torch.manual_seed(1)
     again = create_model("random_baseline", DIMS, TASK, seed=2)(big).prediction
     assert torch.equal(first, again) and first.argmax(1).unique().tolist() == [0, 1, 2]
+    # its inputs are validated like any model's: a missing modality is an error, not ignored
+    with pytest.raises(KeyError, match="got no 'visual' input"):
+        model({m: x[m] for m in ("text", "audio")})
