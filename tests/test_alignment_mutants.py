@@ -361,6 +361,11 @@ def test_plain_mean_of_float16_rows_is_numpys_average():
     assert out.dtype == np.float16
     for g, (s, c) in enumerate(zip(starts, counts)):
         assert np.array_equal(out[g], np.average(rows[s : s + c], axis=0))
+    # a float32 sum loses 2**-10 steps next to 60000 (a float64 one would not): the mean is 0 like numpy's
+    lossy = np.zeros((22, 2), np.float16)
+    lossy[0, 0], lossy[1:21, 0], lossy[21, 0] = 60000.0, 2.0**-10, -60000.0
+    mean = A.plain_mean(lossy, np.array([0]), np.array([22]))
+    assert np.array_equal(mean[0], np.average(lossy, axis=0)) and mean[0, 0] == 0.0
 
 
 def test_weighted_mean_uses_double_precision_weights():
@@ -468,7 +473,7 @@ def test_reversed_frames_reaching_into_a_word_by_a_hair_are_found(dtype):
     float32 timestamps: the search bounds are computed in double precision (in float32 they rounded onto
     the frame's end and lost it, e.g. at 9 s or 300 s)."""
     eps = A.SDK_EPSILON
-    times = [3.0, 9.0, 12.0, 300.0, -12.0] + ([5e-14, 1.5 * 2.0**25] if dtype is np.float64 else [])
+    times = [3.0, 9.0, 12.0, 300.0, -12.0] + ([5e-14, 1.5 * 2.0**25, -1.5 * 2.0**25] if dtype is np.float64 else [])
     for t in times:
         # a sub-picosecond word near t = 0 (its frame must still be longer than eps once clipped)
         words = np.array([[t, t + (1e-13 if abs(t) < 1e-6 else 0.5)]], dtype)
