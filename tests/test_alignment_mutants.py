@@ -316,3 +316,345 @@ def test_stack_to_reference_keeps_float32_features_float32_and_ints_become_float
     assert out32.dtype == np.float32 and mask.tolist() == [True, True, True, False]
     out_int, _ = A.stack_to_reference(ref, frames, np.ones((3, 2), np.int32), 2)
     assert out_int.dtype == np.float64
+
+
+def test_average_to_reference_drops_a_frame_overlapping_by_exactly_epsilon():
+    ref = np.array([[0.0, 1.0]])
+    # overlaps 0.25 (= eps: not more, dropped), 0.5 and 0.375 (kept); eps = 0.25 makes every one exact
+    frames = np.array([[0.75, 1.5], [0.0, 0.5], [-0.625, 0.375]])
+    values = np.array([[100.0], [2.0], [10.0]])
+    plain, has = A.average_to_reference(ref, frames, values, epsilon=E)
+    assert has.tolist() == [True] and plain[0, 0] == (2.0 + 10.0) / 2
+    weighted, _ = A.average_to_reference(ref, frames, values, epsilon=E, weighted=True)
+    assert weighted[0, 0] == (0.5 * 2.0 + 0.375 * 10.0) / (0.5 + 0.375)
+
+
+def test_average_to_reference_plain_mean_does_not_scale_the_values():
+    # the plain mean of one frame is that frame, and of two opposite frames 0, even at the top of float64
+    # (a weight other than 1 would overflow to inf before dividing back)
+    ref = np.array([[0.0, 1.0], [1.0, 2.0]])
+    frames = np.array([[0.0, 1.0], [1.0, 1.5], [1.5, 2.0]])
+    values = np.array([[1.5e308], [1.5e308], [-1.5e308]])
+    out, _ = A.average_to_reference(ref, frames, values)
+    assert out[:, 0].tolist() == [np.mean(values[:1]), np.mean(values[1:])] == [1.5e308, 0.0]
+
+
+def test_plain_mean_of_single_columns_is_numpys_pairwise_average():
+    """numpy sums a [K, 1] block pairwise (eight partial sums for K > 8), not row by row: the one-column case
+    must take numpy's own average to stay bit-identical to the SDK's collapse."""
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(60, 1)) * 10.0 ** rng.integers(-3, 4, size=(60, 1))
+    starts, counts = np.array([0, 10, 35]), np.array([10, 25, 25])
+    sequential = [sum(rows[s : s + c, 0].tolist(), 0.0) / c for s, c in zip(starts, counts)]
+    want = [np.average(rows[s : s + c], axis=0)[0] for s, c in zip(starts, counts)]
+    assert sequential != want  # the data tell the two summation orders apart
+    assert A.plain_mean(rows, starts, counts)[:, 0].tolist() == want
+    assert A.plain_mean(rows[:, :, None], starts, counts)[:, 0, 0].tolist() == want  # [K, 1, 1] too
+
+
+def test_plain_mean_of_float16_rows_is_numpys_average():
+    # numpy accumulates a float16 mean in float32 and rounds the result to float16 once
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(200, 6)).astype(np.float16)
+    starts, counts = np.array([0, 70]), np.array([70, 130])
+    out = A.plain_mean(rows, starts, counts)
+    assert out.dtype == np.float16
+    for g, (s, c) in enumerate(zip(starts, counts)):
+        assert np.array_equal(out[g], np.average(rows[s : s + c], axis=0))
+    # a float32 sum loses 2**-10 steps next to 60000 (a float64 one would not): the mean is 0 like numpy's
+    lossy = np.zeros((22, 2), np.float16)
+    lossy[0, 0], lossy[1:21, 0], lossy[21, 0] = 60000.0, 2.0**-10, -60000.0
+    mean = A.plain_mean(lossy, np.array([0]), np.array([22]))
+    assert np.array_equal(mean[0], np.average(lossy, axis=0)) and mean[0, 0] == 0.0
+
+
+def test_weighted_mean_uses_double_precision_weights():
+    # clipped durations are float64: rounding them to float32 would move the mean by ~1e-8 relative
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(9, 2))
+    weights = rng.uniform(0.001, 0.04, size=9)
+    starts, counts = np.array([0, 4]), np.array([4, 5])
+    out = A.weighted_mean(rows, weights, starts, counts)
+    for g, (s, c) in enumerate(zip(starts, counts)):
+        np.testing.assert_allclose(out[g], np.average(rows[s : s + c], axis=0, weights=weights[s : s + c]),
+                                   rtol=1e-13, atol=0)
+
+
+def test_weighted_mean_with_no_frames_keeps_the_dtype_it_has_with_frames():
+    for dtype in (np.float32, np.int64):
+        rows = np.array([[1, 2], [3, 4]], dtype)
+        with_frames = A.weighted_mean(rows, np.array([1.0, 1.0]), np.array([0, 2]), np.array([2, 0]))
+        without = A.weighted_mean(rows[:0], np.zeros(0), np.array([0, 0]), np.array([0, 0]))
+        assert without.dtype == with_frames.dtype == (np.float32 if dtype is np.float32 else np.float64)
+        assert without.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_max_min_sum_collapses_keep_the_feature_dtype_like_numpy():
+    rows = np.array([[1.0, 2.0], [3.0, -6.0], [5.0, 1.0]], np.float32)
+    starts, counts = np.array([0, 2, 3]), np.array([2, 1, 0])
+    cl = np.zeros((3, 2))
+    for name, ufunc in (("max", np.max), ("min", np.min), ("sum", np.sum)):
+        out = A._collapse(name, cl, rows, starts, counts)
+        assert out.dtype == ufunc(rows[:2], axis=0).dtype == np.float32
+        assert out.tolist() == [ufunc(rows[:2], axis=0).tolist(), rows[2].tolist(), [0.0, 0.0]]
+
+
+def test_an_sdk_style_collapse_function_is_called_only_for_intervals_with_frames():
+    # the SDK calls the function once per reference interval that got frames; an empty group gets zeros of
+    # the function's output width without calling it (np.max of nothing would raise)
+    rows = np.array([[1.0, 5.0], [3.0, -1.0], [2.0, 2.0]])
+    calls = []
+
+    def fn(intervals, features):
+        calls.append(len(features))
+        return features.max(axis=0)
+
+    out = A._collapse(fn, np.zeros((3, 2)), rows, np.array([0, 2, 3]), np.array([2, 1, 0]))
+    assert calls == [2, 1] and out.tolist() == [[3.0, 5.0], [2.0, 2.0], [0.0, 0.0]]
+
+
+# --------------------------------------------------------------------------------------------------
+# session 7 (complete mutant set): the candidate search against the SDK's tests evaluated literally
+# --------------------------------------------------------------------------------------------------
+
+
+def _literal_pairs(ref, frames, eps):
+    """Every (reference row, frame) pair the SDK keeps, its three tests evaluated one pair at a time in the
+    arrays' own dtype (no candidate search)."""
+    out = []
+    for i in range(len(ref)):
+        for j in range(len(frames)):
+            r, s = ref[i], frames[j]
+            if (r[1] - s[0]) > -eps and (s[1] - r[0]) > -eps and abs(max(s[0], r[0]) - min(s[1], r[1])) > eps:
+                out.append((i, j))
+    return out
+
+
+def _first_end_inside(t, eps, dtype):
+    """The smallest ``dtype`` number e that passes the SDK's test ``e - t > -eps`` (in ``dtype``): a frame
+    ending there reaches back into a word starting at t by the least amount the SDK accepts."""
+    t = dtype(t)
+    x = dtype(t - dtype(eps))
+    while (x - t) > -eps:
+        x = np.nextafter(x, dtype(-np.inf))
+    while not (x - t) > -eps:
+        x = np.nextafter(x, dtype(np.inf))
+    return x
+
+
+def _last_start_inside(t, eps, dtype):
+    """The largest ``dtype`` number s that passes ``t - s > -eps``: a frame starting there, just after a word
+    ending at t."""
+    t = dtype(t)
+    x = dtype(t + dtype(eps))
+    while (t - x) > -eps:
+        x = np.nextafter(x, dtype(np.inf))
+    while not (t - x) > -eps:
+        x = np.nextafter(x, dtype(-np.inf))
+    return x
+
+
+def _check_probes(words, probes, eps, dtype):
+    """Each probe frame alone after an early frame (so that the running maximum of ends is the probe's own):
+    intersect_sdk must find exactly the literal pairs, and every probe must be one."""
+    for probe in probes:
+        frames = np.array([[words[:, 0].min() - 3.0, words[:, 0].min() - 2.0], probe], dtype)
+        want = _literal_pairs(words, frames, eps)
+        assert any(j == 1 for _, j in want), probe  # the probe really is a hit (else it tests nothing)
+        ri, fj, _ = A.intersect_sdk(words, frames, eps)
+        assert list(zip(ri.tolist(), fj.tolist())) == want, (probe, words)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_reversed_frames_reaching_into_a_word_by_a_hair_are_found(dtype):
+    """Reversed frames (start > end, accepted by the SDK) whose end lies just inside the epsilon band before a
+    word's start, or whose start lies just inside it after the word's end: the fastest search must find the
+    same pairs as the literal tests, at ordinary, negative, sub-picosecond and very large (2**25 s) times.
+    float32 timestamps: the search bounds are computed in double precision (in float32 they rounded onto
+    the frame's end and lost it, e.g. at 9 s or 300 s)."""
+    eps = A.SDK_EPSILON
+    times = [3.0, 9.0, 12.0, 300.0, -12.0] + ([5e-14, 1.5 * 2.0**25, -1.5 * 2.0**25] if dtype is np.float64 else [])
+    for t in times:
+        # a sub-picosecond word near t = 0 (its frame must still be longer than eps once clipped)
+        words = np.array([[t, t + (1e-13 if abs(t) < 1e-6 else 0.5)]], dtype)
+        t0, t1 = words[0]
+        probes = [
+            [t0 + 0.25, _first_end_inside(t0, eps, dtype)],  # the least reach back into the word's start
+            [_last_start_inside(t1, eps, dtype), t1 - 0.25],  # the least reach into its end
+            [t0 + 0.25, t0 - dtype(0.5) * dtype(eps)],  # an end inside the band, clearly
+            [t1 + dtype(0.5) * dtype(eps), t1 - 0.25],
+        ]
+        if abs(t) < 1e-6:
+            probes = [[t0 + 0.9 * eps, _first_end_inside(t0, eps, dtype)]]
+        _check_probes(words, probes, eps, dtype)
+    # a word at t = 0 beside one at 2**25 s: the search slack follows the largest time, not the smallest
+    if dtype is np.float64:
+        big = 1.5 * 2.0**25
+        words = np.array([[0.0, 0.5], [big, big + 0.5]])
+        _check_probes(words, [[big + 0.25, _first_end_inside(big, eps, np.float64)]], eps, np.float64)
+
+
+def test_a_reversed_frame_around_a_word_is_no_pair_and_no_error():
+    # starts after the word's end and ends before its start: the search window is empty (lo > hi before the
+    # clamp), not negative
+    ri, fj, cl = A.intersect_sdk(np.array([[0.0, 1.0]]), np.array([[2.0, -1.0]]))
+    assert len(ri) == 0 and len(fj) == 0 and cl.shape == (0, 2)
+    ri, fj, _ = A.intersect_sdk(np.array([[0.0, 1.0], [5.0, 6.0]]), np.array([[2.0, -1.0], [5.25, 5.5]]))
+    assert ri.tolist() == [1] and fj.tolist() == [1]
+
+
+def test_intersect_sdk_accepts_lists_and_empty_inputs_of_any_shape():
+    ri, fj, cl = A.intersect_sdk([[0.0, 1.0], [1.0, 2.0]], [[0.25, 1.5]])
+    assert ri.tolist() == [0, 1] and fj.tolist() == [0, 0] and cl.tolist() == [[0.25, 1.0], [1.0, 1.5]]
+    for ref, frames in (([], [[0.25, 1.5]]), ([[0.0, 1.0]], []), ([], [])):
+        ri, fj, cl = A.intersect_sdk(ref, frames)
+        assert len(ri) == len(fj) == 0 and cl.shape == (0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_intersection_has_the_same_dtype_whether_or_not_there_were_frames(dtype):
+    ref = np.array([[0.0, 1.0]], dtype)
+    _, _, none_hit = A.intersect_sdk(ref, np.array([[5.0, 6.0]], dtype))
+    _, _, no_frames = A.intersect_sdk(ref, np.zeros((0, 2), dtype))
+    _, _, no_ref = A.intersect_sdk(np.zeros((0, 2), dtype), np.array([[5.0, 6.0]], dtype))
+    assert none_hit.dtype == no_frames.dtype == no_ref.dtype == dtype
+
+
+def test_epsilon_must_be_a_tolerance_in_zero_to_one_second():
+    ref, frames = np.array([[0.0, 1.0]]), np.array([[0.0, 1.0]])
+    for eps in (0.0, 0.5, 0.999):
+        assert A.intersect_sdk(ref, frames, eps)[1].tolist() == [0]
+    for eps in (-1e-5, 1.0, 3.0, float("nan")):
+        with pytest.raises(ValueError, match="epsilon must be in"):
+            A.intersect_sdk(ref, frames, eps)
+
+
+def test_prefix_drop_with_several_violators_drops_keys_starting_with_any_of_them():
+    # violators 25522 and 999: 255224 starts with the first only, and is dropped (the SDK deletes every key
+    # that starts with *a* violating id)
+    kept, dropped = A.shared_ids([["25522", "255224", "999", "111"], ["255224", "111"]], prefix_drop=True)
+    assert dropped == {"25522", "999"} and kept == [{"111"}, {"111"}]
+
+
+def test_align_sdk_passes_prefix_drop_through_and_defaults_to_exact_ids():
+    word = (np.array([[0.0, 1.0]]), np.array([[1.0]]))
+    ref = {"25522": word, "255224": word}
+    other = {"o": {"255224": (np.array([[0.0, 1.0]]), np.array([[4.0]]))}}
+    exact_ref, exact_out, exact_rep = A.align_sdk(ref, other)
+    assert sorted(exact_ref) == ["255224[0]"] and exact_out["o"]["255224[0]"][1].tolist() == [[4.0]]
+    assert exact_rep["dropped_ids"] == ["25522"]
+    sdk_ref, sdk_out, _ = A.align_sdk(ref, other, prefix_drop=True)
+    assert sdk_ref == {} and sdk_out == {"o": {}}
+
+
+def test_weighted_mode_changes_only_the_mean():
+    ref = {"v": (np.array([[0.0, 1.0]]), np.array([[0.0]]))}
+    frames = np.array([[0.0, 0.25], [0.25, 1.0]])  # overlaps 0.25 and 0.75
+    other = {"o": {"v": (frames, np.array([[4.0], [8.0]]))}}
+    _, w, _ = A.align_sdk(ref, other, mode="weighted", collapse=("mean", "max", "min"))
+    assert w["o"]["v[0]"][1].tolist() == [[(0.25 * 4.0 + 0.75 * 8.0) / 1.0, 8.0, 4.0]]
+    # an SDK-style callable is used as it is in either mode
+    fn = lambda intervals, features: features.sum(axis=0) * 10  # noqa: E731
+    _, wf, _ = A.align_sdk(ref, other, mode="weighted", collapse=fn)
+    _, sf, _ = A.align_sdk(ref, other, collapse=fn)
+    assert wf["o"]["v[0]"][1].tolist() == sf["o"]["v[0]"][1].tolist() == [[120.0]]
+    # no collapse: segment-level frames, the same in either mode
+    _, ws, _ = A.align_sdk(ref, other, mode="weighted", collapse=None)
+    _, ss, _ = A.align_sdk(ref, other, collapse=None)
+    assert ws["o"]["v[0]"][1].tolist() == ss["o"]["v[0]"][1].tolist() == [[4.0], [8.0]]
+
+
+def test_already_aligned_keys_of_a_video_are_merged_in_stored_order():
+    # twelve keys v[0] .. v[11] each hold one frame starting at 0: the stable sort keeps the stored order
+    pre = {f"v[{i}]": (np.array([[0.0, 0.5]]), np.array([[float(i)]])) for i in range(12)}
+    ref = {"v": (np.array([[0.0, 1.0]]), np.array([[0.0]]))}
+    _, out, _ = A.align_sdk(ref, {"o": pre}, collapse=None)
+    assert out["o"]["v[0]"][1][:, 0].tolist() == [float(i) for i in range(12)]
+
+
+def test_text_reference_features_are_kept_as_they_are_and_short_word_videos_give_nothing():
+    # the SDK's word sequences store the words themselves (bytes): nothing to collapse on the reference
+    words = (np.array([[0.0, 1.0], [1.0, 2.0]]), np.array([[b"hello"], [b"world"]]))
+    other = {"o": {"v": (np.array([[0.0, 2.0]]), np.array([[3.0]]))}}
+    a_ref, a_out, _ = A.align_sdk({"v": words}, other, collapse=("mean", "std"))
+    assert a_ref["v[1]"][1].tolist() == [[b"world"]] and a_out["o"]["v[1]"][1].tolist() == [[3.0, 0.0]]
+    # a video whose words are all shorter than epsilon: no entry for it, and no error
+    short = {"v": (np.array([[1.0, 1.0], [2.0, 2.0]]), np.array([[1.0], [2.0]]))}
+    s_ref, s_out, rep = A.align_sdk(short, other, collapse=("mean", "std"))
+    assert s_ref == {} and s_out == {"o": {}} and rep["reference_entries"] == 0
+
+
+def test_feature_shapes_of_other_sequences_are_kept():
+    ref = {"v": (np.array([[0.0, 1.0]]), np.array([[0.0]]))}
+    # [N, 2, 3] features: segment-level output keeps each frame's [2, 3] block
+    cube = np.arange(12.0).reshape(2, 2, 3)
+    _, seg, _ = A.align_sdk(ref, {"o": {"v": (np.array([[0.0, 0.5], [0.5, 1.0]]), cube)}}, collapse=None)
+    assert seg["o"]["v[0]"][1].shape == (2, 2, 3) and np.array_equal(seg["o"]["v[0]"][1], cube)
+    # one frame stored 1-d (interval [2], features [D]): one frame of D values
+    one = {"v[0]": (np.array([0.0, 0.5]), np.array([1.0, 2.0, 3.0]))}
+    _, o1, _ = A.align_sdk(ref, {"o": one})
+    assert o1["o"]["v[0]"][1].tolist() == [[1.0, 2.0, 3.0]]
+    # N frames with 1-d features: one value per frame, [K, 1] rows in every mode
+    flat = {"v": (np.array([[0.0, 0.25], [0.25, 1.0]]), np.array([4.0, 8.0]))}
+    _, w, _ = A.align_sdk(ref, {"o": flat}, mode="weighted")
+    assert w["o"]["v[0]"][1].tolist() == [[0.25 * 4.0 + 0.75 * 8.0]]
+    _, s, _ = A.align_sdk(ref, {"o": flat}, collapse=None)
+    assert s["o"]["v[0]"][1].tolist() == [[4.0], [8.0]]
+
+
+def test_output_intervals_keep_the_timestamps_dtype():
+    ref = {"v": (np.array([[0.0, 1.0]], np.float32), np.array([[0.0]]))}
+    other = {"o": {"v": (np.array([[0.25, 0.75], [0.5, 1.5]], np.float32), np.array([[1.0], [2.0]]))}}
+    _, a_out, _ = A.align_sdk(ref, other)
+    _, n_out = naive_sdk(ref, other, A.SDK_EPSILON)
+    assert a_out["o"]["v[0]"][0].dtype == n_out["o"]["v[0]"][0].dtype == np.float32
+    assert a_out["o"]["v[0]"][0].tolist() == [[0.25, 1.0]]
+
+
+def test_frames_per_reference_and_stacking_measure_in_double_precision():
+    # at t = 100 s float32 is off by up to 4 us: a frame overlapping word 0 (ending at 100.99, not a float32
+    # number) by 11 us (> eps = 10 us) must count, one overlapping it by 9 us must not
+    words = np.array([[100.0, 100.49 + 0.5], [100.99, 101.5]])
+    frames = np.array([[100.99 - 1.1e-5, 102.0], [99.0, 100.0 + 1.1e-5], [100.99 - 0.9e-5, 100.995],
+                       [100.5, 100.5 + 0.5]])
+    want = [sum(1 for s, e in frames if min(e, w1) - max(s, w0) > A.SDK_EPSILON) for w0, w1 in words]
+    assert want == [3, 3]
+    assert A.frames_per_reference(words, frames).tolist() == want
+    out, mask = A.stack_to_reference(words, frames, np.arange(4.0)[:, None] + 1, slots=3)
+    assert mask.all() and out[:, 0].tolist() == [2.0, 4.0, 1.0, 4.0, 1.0, 3.0]  # each word's frames by start
+
+
+def test_frames_per_reference_has_a_count_for_every_word_and_accepts_empty_lists():
+    words = np.array([[0.0, 1.0], [1.0, 2.0], [5.0, 6.0]])
+    assert A.frames_per_reference(words, np.array([[0.25, 1.5]])).tolist() == [1, 1, 0]  # the last has none
+    assert A.frames_per_reference(words, []).tolist() == [0, 0, 0]
+    assert A.frames_per_reference([], [[0.25, 1.5]]).tolist() == []
+
+
+def test_stack_to_reference_edges():
+    words = np.array([[0.0, 1.0], [1.0, 2.0]])
+    # a single frame, frames and values as lists
+    out, mask = A.stack_to_reference(words, [[1.25, 1.5]], [[7.0, 8.0]], slots=2)
+    assert out.tolist() == [[0.0, 0.0], [0.0, 0.0], [7.0, 8.0], [0.0, 0.0]] and mask.tolist() == [False] * 2 + [True, False]
+    # no frames at all (an empty list), and no words
+    e, em = A.stack_to_reference(words, [], np.zeros((0, 2)), slots=2)
+    assert e.shape == (4, 2) and not em.any()
+    n, nm = A.stack_to_reference(np.zeros((0, 2)), [[0.0, 1.0]], [[1.0]], slots=2)
+    assert n.shape == (0, 1) and nm.shape == (0,)
+    # every word needs at least one slot
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        A.stack_to_reference(words, [[0.0, 1.0]], [[1.0]], slots=np.array([2, 0]))
+    # time order is start order: a long frame starting first comes first although it ends last
+    frames = np.array([[0.5, 0.75], [0.0, 2.0], [0.25, 0.5]])
+    o2, _ = A.stack_to_reference(words[:1], frames, np.array([[1.0], [2.0], [3.0]]), slots=3)
+    assert o2[:, 0].tolist() == [2.0, 3.0, 1.0]
+    # frames with equal starts keep their stored order (numpy's default sort is not stable on long arrays)
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, 3, 200) * 0.25
+    many = np.stack([starts, starts + 0.5], 1)
+    o3, m3 = A.stack_to_reference(np.array([[0.0, 2.0]]), many, np.arange(200.0)[:, None], slots=200)
+    assert m3.all() and o3[:, 0].tolist() == np.argsort(starts, kind="stable").astype(float).tolist()
+    # the reference's own layout accepts lists too
+    t, tm = A.stack_reference([[1.0], [2.0]], 2)
+    assert t[:, 0].tolist() == [1.0, 0.0, 2.0, 0.0] and tm.tolist() == [True, False, True, False]
+    assert A.stack_reference(np.ones((2, 3), np.float32), 2)[0].dtype == np.float32  # like the other streams

@@ -404,3 +404,221 @@ def test_overlap_resample_zero_target_length_and_device():
     # every tensor is made on the values' device (the meta device shows a CPU tensor sneaking in)
     meta = overlap_resample(v.to("meta"), mask.to("meta"), torch.tensor([0, 2], device="meta"), 3)
     assert meta.device.type == "meta" and meta.shape == (2, 3, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# session 7 (complete mutant set of early_fusion.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_overlap_resample_of_a_one_step_source_or_target():
+    from emofusion.models.early_fusion import overlap_resample
+
+    # one source step covers the whole segment: every target step is that value; one target step is the
+    # (equal-overlap) mean of the whole source
+    v = torch.tensor([[[2.0], [0.0], [0.0]], [[1.0], [3.0], [8.0]]])
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    out = overlap_resample(v, mask, torch.tensor([3, 1]), 3)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([2.0, 2.0, 2.0]))
+    torch.testing.assert_close(out[1, :, 0], torch.tensor([4.0, 0.0, 0.0]))
+
+
+def test_cut_or_pad_pads_with_zeros_on_the_values_device():
+    from emofusion.models.early_fusion import cut_or_pad
+
+    v = torch.arange(1.0, 7.0).view(2, 3, 1)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    out, new_mask = cut_or_pad(v, mask, 5)
+    assert out[:, :, 0].tolist() == [[1.0, 2.0, 3.0, 0.0, 0.0], [4.0, 5.0, 0.0, 0.0, 0.0]]
+    assert new_mask.tolist() == [[True] * 3 + [False] * 2, [True] * 2 + [False] * 3]
+    meta, meta_mask = cut_or_pad(v.to("meta"), mask.to("meta"), 5)
+    assert meta.device.type == meta_mask.device.type == "meta" and meta.shape == (2, 5, 1)
+
+
+def test_input_fusion_defaults_and_an_explicit_axis():
+    from emofusion.models.early_fusion import InputFusion
+
+    # step 1 is zero in both: masked by default (Keras Masking); step 2 is zero in text only: kept
+    t = torch.tensor([[[1.0], [0.0], [0.0], [2.0]]])
+    a = torch.tensor([[[3.0], [0.0], [7.0], [5.0]]])
+    x = {"text": ModalityTensor(t, torch.ones(1, 4, dtype=torch.bool)),
+         "audio": ModalityTensor(a, torch.ones(1, 4, dtype=torch.bool))}
+    fused, mask = InputFusion(["text", "audio"], maxlen=4)(x)
+    assert mask.tolist() == [[True, True, True, False]]
+    assert fused[0, :3].tolist() == [[1.0, 3.0], [0.0, 7.0], [2.0, 5.0]]
+    # align_to names the axis even when text is there: the 2-frame audio is the axis, text averaged onto it
+    x = {"text": ModalityTensor(t[:, [0, 1, 3]], torch.ones(1, 3, dtype=torch.bool))}
+    short = {"text": x["text"], "audio": ModalityTensor(torch.tensor([[[4.0], [6.0]]]), torch.ones(1, 2, dtype=torch.bool))}
+    fusion = InputFusion(["text", "audio"], maxlen=4, align_to="audio")
+    assert fusion.align_to == "audio"
+    fused, mask = fusion(short)
+    assert mask.tolist() == [[True, True, False, False]]
+    torch.testing.assert_close(fused[0, :2], torch.tensor([[(1.0 * 2 + 0.0) / 3, 4.0], [(0.0 + 2.0 * 2) / 3, 6.0]]))
+
+
+@pytest.mark.parametrize("name", ["ef_lstm", "ef_cnn"])
+def test_values_in_padded_steps_change_nothing(name):
+    # the mask says what is real: NaN (or anything) in padded steps must not reach the prediction
+    torch.manual_seed(6)
+    opts = {"hidden_dim": 3} if name == "ef_lstm" else {"channels": 4}
+    model = prepare(create_model(name, DIMS, TASK, fc_dim=4, dropout=0.0, **opts))
+    x = inputs(seed=7)
+    poisoned = {m: ModalityTensor(torch.where(mk[..., None], v, torch.full_like(v, float("nan"))), mk)
+                for m, (v, mk) in x.items()}
+    torch.testing.assert_close(model(poisoned).prediction, model(x).prediction)
+
+
+def test_absent_flags_for_some_modalities_only():
+    from emofusion.models.early_fusion import InputFusion
+
+    # sample 0 has no text but is not flagged absent (only audio's flags are given): the text axis is empty
+    # there, exactly as without any flags; sample 1 is complete
+    g = torch.Generator().manual_seed(8)
+    x = {"text": ModalityTensor(torch.randn(2, 3, 2, generator=g), torch.tensor([[False] * 3, [True] * 3])),
+         "audio": ModalityTensor(torch.randn(2, 4, 2, generator=g), torch.ones(2, 4, dtype=torch.bool))}
+    fusion = InputFusion(["text", "audio"], maxlen=5)
+    plain, plain_mask = fusion(x)
+    flagged, flagged_mask = fusion(x, {"audio": torch.tensor([False, False])})
+    assert plain_mask.sum(1).tolist() == flagged_mask.sum(1).tolist() == [0, 3]
+    torch.testing.assert_close(flagged, plain)
+    # a single modality with absent tokens: its own axis
+    torch.manual_seed(9)
+    model = prepare(create_model("ef_lstm", {"text": 2}, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, absent="token"))
+    one = {"text": x["text"]}
+    out = model(one)
+    assert torch.isfinite(out.prediction).all() and out.extras["fused_mask"].sum(1).tolist() == [1, 3]
+
+
+def test_shortest_stream_axis_without_text_in_zeros_mode():
+    from emofusion.models.early_fusion import InputFusion
+
+    # per sample the shortest stream that has steps: sample 0 audio 1 frame (visual 3), sample 1 no audio
+    # (visual 4), sample 2 nothing
+    g = torch.Generator().manual_seed(10)
+    lens = {"audio": [1, 0, 0], "visual": [3, 4, 0]}
+    x = {m: ModalityTensor(torch.rand(3, 4, 2, generator=g) + 0.5, torch.arange(4)[None] < torch.tensor(lens[m])[:, None])
+         for m in lens}
+    fused, mask = InputFusion(["audio", "visual"], maxlen=6)(x)
+    assert mask.sum(1).tolist() == [1, 4, 0]
+    # sample 0: the 3 visual frames averaged onto audio's single step
+    torch.testing.assert_close(fused[0, 0], torch.cat([x["audio"][0][0, 0], x["visual"][0][0, :3].mean(0)]))
+    # an empty batch is an empty batch
+    empty = {m: ModalityTensor(torch.zeros(0, 4, 2), torch.zeros(0, 4, dtype=torch.bool)) for m in lens}
+    e, em = InputFusion(["audio", "visual"], maxlen=3)(empty)
+    assert e.shape == (0, 3, 4) and em.shape == (0, 3)
+
+
+def test_a_stream_is_used_as_it_is_only_when_its_lengths_are_the_axis():
+    from emofusion.models.early_fusion import InputFusion
+
+    # audio has 2 steps in sample 0 and none in sample 1; per time step the counts (1, 1) equal the text
+    # lengths (1, 1), but per sample (2, 0) they do not: audio must be averaged onto the one text step
+    t = torch.tensor([[[1.0]], [[2.0]]])
+    a = torch.tensor([[[4.0], [8.0]], [[0.0], [0.0]]])
+    x = {"text": ModalityTensor(t, torch.ones(2, 1, dtype=torch.bool)),
+         "audio": ModalityTensor(a, torch.tensor([[True, True], [False, False]]))}
+    fused, mask = InputFusion(["text", "audio"], maxlen=2)(x)
+    assert fused[:, 0].tolist() == [[1.0, 6.0], [2.0, 0.0]] and mask.tolist() == [[True, False], [True, False]]
+
+
+def test_aligned_streams_are_used_step_by_step_and_the_axis_mask_is_the_reference_length():
+    from emofusion.models.early_fusion import InputFusion
+
+    # word-aligned data (every stream on the text axis): steps are used as they are, so an inf in one step
+    # stays there (averaging with zero weights would turn every step into NaN)
+    t = torch.tensor([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [0.0]]])
+    a = torch.tensor([[[1.0], [float("inf")], [2.0]], [[3.0], [4.0], [0.0]]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    x = {"text": ModalityTensor(t, mask), "audio": ModalityTensor(a, mask)}
+    for zero_steps in (True, False):
+        fused, fmask = InputFusion(["text", "audio"], maxlen=4, mask_zero_steps=zero_steps)(x)
+        assert fused[0, :3].tolist() == [[1.0, 1.0], [2.0, float("inf")], [3.0, 2.0]]
+        assert fused[1, :2].tolist() == [[4.0, 3.0], [5.0, 4.0]]
+        assert fmask.sum(1).tolist() == [3, 2]  # the reference lengths, also without zero-step masking
+
+
+def test_no_dropout_between_lstm_layers_and_the_cnn_default_width():
+    # §4: dropout sits between the fully connected layers only; with it 0 and no batch norm, a 2-layer
+    # (B)LSTM is deterministic in training mode too
+    torch.manual_seed(11)
+    model = create_model("ef_blstm", DIMS, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, num_layers=2, batch_norm=False)
+    x = inputs(seed=12)
+    train_out = model.train()(x).prediction
+    torch.testing.assert_close(train_out, model.eval()(x).prediction)
+    assert model.encoder.lstm.dropout == 0.0
+    # ef_cnn's filters per convolution (not given in the paper): 64, like the LSTM's units
+    cnn = create_model("ef_cnn", DIMS, TASK, num_layers=2)
+    assert [c.out_channels for c in cnn.convs] == [64, 64]
+
+
+def test_overlap_resample_of_an_empty_source_is_zeros_whatever_its_padding_holds():
+    from emofusion.models.early_fusion import overlap_resample
+
+    v = torch.tensor([[[5.0], [7.0]], [[1.0], [3.0]]])
+    mask = torch.tensor([[False, False], [True, True]])
+    out = overlap_resample(v, mask, torch.tensor([2, 1]), 2)
+    assert out[:, :, 0].tolist() == [[0.0, 0.0], [2.0, 0.0]]
+
+
+def test_a_sample_flagged_absent_with_no_stream_at_all_gets_one_step():
+    from emofusion.models.early_fusion import InputFusion
+
+    # like an all-absent sample in token mode (one token step per stream): one step on the axis
+    x = {"text": ModalityTensor(torch.ones(2, 2, 1), torch.tensor([[False, False], [True, True]])),
+         "audio": ModalityTensor(torch.ones(2, 3, 1), torch.tensor([[False] * 3, [True] * 3]))}
+    fusion = InputFusion(["text", "audio"], maxlen=4, mask_zero_steps=False)
+    _, mask = fusion(x, {"text": torch.tensor([True, False])})
+    assert mask.sum(1).tolist() == [1, 2]
+
+
+def test_token_mode_axis_is_text_else_the_shortest_present_stream():
+    # sample 0: no text, audio 1 frame, visual 3 -> audio's 1 step; sample 1: text 3 words, visual 2 frames
+    # -> text's 3 steps (not the shorter visual); sample 2: text 2 words
+    torch.manual_seed(13)
+    model = prepare(create_model("ef_lstm", DIMS, TASK, hidden_dim=3, fc_dim=4, dropout=0.0, absent="token",
+                                 maxlen=6))
+    g = torch.Generator().manual_seed(14)
+    lens = {"text": [0, 3, 2], "audio": [1, 4, 3], "visual": [3, 2, 4]}
+    x = {m: ModalityTensor(torch.rand(3, 4, DIMS[m], generator=g) + 0.5,
+                           torch.arange(4)[None] < torch.tensor(lens[m])[:, None]) for m in DIMS}
+    assert model(x).extras["fused_mask"].sum(1).tolist() == [1, 3, 2]
+
+
+def test_random_baseline_samples_independently_and_its_declared_interface():
+    # §5.1: each segment draws its own labels; two segments of one batch share nothing but the generator
+    model = create_model("random_baseline", DIMS, emotion_intensity_task())
+    x = {m: ModalityTensor(torch.zeros(2, 1, d), torch.ones(2, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    shared = expected = 0.0
+    for _ in range(800):
+        chosen = model(x).prediction > 0
+        n = chosen.sum(1).float()
+        shared += float((chosen[0] & chosen[1]).sum())
+        expected += float(n[0] * n[1]) / 6  # E|A & B| for independent uniform subsets of sizes n0, n1
+    assert 0.9 < shared / expected < 1.1
+    # the default seed is 0; nothing is trained, yet one zero parameter lets a generic loop step
+    torch.testing.assert_close(create_model("random_baseline", DIMS, emotion_intensity_task())(x).prediction,
+                               create_model("random_baseline", DIMS, emotion_intensity_task(), seed=0)(x).prediction)
+    assert model.trainable is False
+    params = list(model.parameters())
+    assert len(params) == 1 and params[0].requires_grad and model(x).prediction.requires_grad
+    # an intensity task without a label range: §5.1's [0, 3] grid
+    from emofusion.tasks import TaskSpec
+
+    bare = create_model("random_baseline", DIMS, TaskSpec("emotion_intensity", ("a", "b", "c")), seed=1)
+    big = {m: ModalityTensor(torch.zeros(300, 1, d), torch.ones(300, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    vals = torch.unique(torch.round(bare(big).prediction * 3)).tolist()
+    assert vals == list(range(10))  # 0 (not chosen) and the nine values 1/3 .. 3
+    # with a label range the nine levels span it: (0, 6) gives 2/3 .. 6
+    ranged = create_model("random_baseline", DIMS, TaskSpec("emotion_intensity", ("a", "b", "c"), label_range=(0.0, 6.0)),
+                          seed=1)
+    levels = torch.unique(torch.round(ranged(big).prediction * 1.5)).tolist()
+    assert levels == list(range(10))
+    # classification: every class can be drawn, from the model's own generator (not the global one)
+    torch.manual_seed(0)
+    first = create_model("random_baseline", DIMS, TASK, seed=2)(big).prediction
+    torch.manual_seed(1)
+    again = create_model("random_baseline", DIMS, TASK, seed=2)(big).prediction
+    assert torch.equal(first, again) and first.argmax(1).unique().tolist() == [0, 1, 2]
+    # its inputs are validated like any model's: a missing modality is an error, not ignored
+    with pytest.raises(KeyError, match="got no 'visual' input"):
+        model({m: x[m] for m in ("text", "audio")})

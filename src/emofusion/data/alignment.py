@@ -74,6 +74,7 @@ def _candidate_pairs(ref: np.ndarray, starts: np.ndarray, ends_prefix_max: np.nd
     Frames are sorted by start, so ``start < ref_end + eps`` is a prefix; frames before the first whose
     running-maximum end passes ``ref_start - eps`` cannot satisfy the end condition.
     """
+    ref = np.asarray(ref, np.float64)  # float32 times: the bounds in double, or rounding beats the slack
     margin = epsilon + 1e-9 * (1.0 + float(np.abs(ref).max(initial=0.0)))
     hi = np.searchsorted(starts, ref[:, 1] + margin, side="right")
     lo = np.searchsorted(ends_prefix_max, ref[:, 0] - margin, side="right")
@@ -91,13 +92,16 @@ def intersect_sdk(ref: np.ndarray, intervals: np.ndarray, epsilon: float = SDK_E
     ``intervals`` must be sorted by start (stable). A frame intersects a reference interval when
     ``ref_end - start > -eps`` and ``end - ref_start > -eps``; it is then clipped to the interval and kept
     when ``|clipped_end - clipped_start| > eps``. Returns ``(ref_idx, frame_idx, clipped [K, 2])`` ordered
-    by reference row, then frame order.
+    by reference row, then frame order (``clipped`` in the inputs' common dtype, also when empty).
+    ``epsilon`` is a tolerance in seconds, in [0, 1).
     """
+    if not 0.0 <= epsilon < 1.0:  # a rounding tolerance; the candidate search's slack assumes it is small
+        raise ValueError(f"epsilon must be in [0, 1) seconds, got {epsilon!r}")
     ref = np.asarray(ref)
     intervals = np.asarray(intervals)
     if len(ref) == 0 or len(intervals) == 0:
         empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros((0, 2), np.result_type(ref, intervals, np.float64))
+        return empty, empty, np.zeros((0, 2), np.result_type(ref, intervals))
     ri, fj = _candidate_pairs(ref, intervals[:, 0], np.maximum.accumulate(intervals[:, 1]), epsilon)
     r, s = ref[ri], intervals[fj]
     hit = ((r[:, 1] - s[:, 0]) > -epsilon) & ((s[:, 1] - r[:, 0]) > -epsilon)
@@ -122,6 +126,7 @@ def plain_mean(rows: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.n
     """
     n, tail = len(counts), rows.shape[1:]
     dtype = rows.dtype if rows.dtype.kind == "f" else np.float64
+    acc_dtype = np.float32 if dtype == np.float16 else dtype  # numpy's mean sums float16 in float32
     out = np.zeros((n, *tail), dtype=dtype)
     has = counts > 0
     if not has.any():
@@ -131,14 +136,14 @@ def plain_mean(rows: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.n
             out[g] = np.average(rows[starts[g] : starts[g] + counts[g]], axis=0)
         return out
     groups = np.flatnonzero(has)
-    acc = rows[starts[groups]].astype(dtype, copy=True)
+    acc = rows[starts[groups]].astype(acc_dtype, copy=True)
     for k in range(1, int(counts.max())):
         sel = counts[groups] > k
         if not sel.any():
             break
         idx = np.flatnonzero(sel)
         acc[idx] = acc[idx] + rows[starts[groups[idx]] + k]
-    out[groups] = acc / np.asarray(counts[groups], dtype=dtype).reshape(-1, *([1] * len(tail)))
+    out[groups] = acc / np.asarray(counts[groups], dtype=acc_dtype).reshape(-1, *([1] * len(tail)))
     return out
 
 
@@ -228,6 +233,8 @@ def align_entry(
     rows = features[fj]
     has = counts > 0
     out_rows = valid_ref[has]
+    if not has.any():  # no row got a frame (e.g. every word shorter than epsilon): nothing to collapse
+        return out_rows, [], []
     if collapse is None:
         ivs = [clipped[starts[g] : starts[g] + counts[g]] for g in np.flatnonzero(has)]
         fts = [rows[starts[g] : starts[g] + counts[g]] for g in np.flatnonzero(has)]
@@ -238,10 +245,9 @@ def align_entry(
     feats = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     lo = np.full(len(counts), np.nan)
     hi = np.full(len(counts), np.nan)
-    if has.any():
-        both = clipped.reshape(len(clipped), 2)
-        lo[has] = np.minimum.reduceat(both.min(1), starts[has])
-        hi[has] = np.maximum.reduceat(both.max(1), starts[has])
+    both = clipped.reshape(len(clipped), 2)
+    lo[has] = np.minimum.reduceat(both.min(1), starts[has])
+    hi[has] = np.maximum.reduceat(both.max(1), starts[has])
     idx = np.flatnonzero(has)
     ivs = [np.array([[lo[g], hi[g]]], dtype=clipped.dtype) for g in idx]
     fts = [feats[g : g + 1] for g in idx]

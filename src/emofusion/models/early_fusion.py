@@ -41,7 +41,8 @@ def compact(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tor
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
     values = torch.gather(values, 1, order.unsqueeze(-1).expand_as(values))
     mask = torch.gather(mask, 1, order)
-    return values * mask.unsqueeze(-1).to(values.dtype), mask
+    # a fill, not a product: NaN or inf in padded steps must not survive (NaN * 0 is NaN)
+    return torch.where(mask.unsqueeze(-1), values, 0.0), mask
 
 
 def overlap_resample(
@@ -81,7 +82,7 @@ def cut_or_pad(
     if values.shape[1] == 0:
         return values.new_zeros(values.shape[0], maxlen, values.shape[2]), new_mask
     out = torch.gather(values, 1, index.unsqueeze(-1).expand(-1, -1, values.shape[2]))
-    return out * new_mask.unsqueeze(-1).to(out.dtype), new_mask
+    return torch.where(new_mask.unsqueeze(-1), out, 0.0), new_mask
 
 
 class InputFusion(nn.Module):
