@@ -249,3 +249,28 @@ def test_progress_bar_shows_trials_best_and_eta(tmp_path, capsys):
         assert task.completed == 3 and task.total == 5 and task.fields["best"] == "0.4000"
     out = capsys.readouterr().out
     assert "3/5" in out and "best val/mse 0.4000" in out and "ETA" in out
+
+
+def test_two_workers_claiming_at_once_take_the_one_free_place_once(tmp_path, monkeypatch):
+    # the budget check is slowed so that both claims overlap: checked apart from the trial's creation, both
+    # would see the free place and both take it
+    import threading
+
+    spec = _spec(tmp_path, trials=1, sampler="random")
+    running = tune._running
+
+    def slow_running(study):
+        n = running(study)  # read, then a pause before the trial is created
+        time.sleep(0.4)
+        return n
+
+    monkeypatch.setattr(tune, "_running", slow_running)
+    studies = [tune.open_study(spec, worker) for worker in (0, 1)]
+    claimed = []
+    threads = [threading.Thread(target=lambda s=s: claimed.append(tune._claim_trial(s, spec))) for s in studies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(trial is not None for trial in claimed) == 1
+    assert len(_load(spec).get_trials()) == 1

@@ -348,15 +348,61 @@ def run_worker(spec: TuneSpec, worker: int = 0, on_trial=None) -> int:
     study = open_study(spec, worker)
     objective = make_objective(spec)
     ran = 0
-    # trials running in other workers count too, so N workers do not overshoot the budget by N - 1
-    while finished_count(study) + _running(study) < spec.trials:
-        # one trial at a time: the budget is re-read from the shared journal before each
-        study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, TypeError),
-                       gc_after_trial=True)
+    # one trial at a time, each claimed against the budget re-read from the shared journal
+    while (trial := _claim_trial(study, spec)) is not None:
+        _run_trial(study, trial, objective)
         ran += 1
         if on_trial is not None:
             on_trial(study)
     return ran
+
+
+def _claim_trial(study, spec: TuneSpec):
+    """The next trial, or None when the budget is full. Trials running in other workers count, and the check
+    and the trial's creation happen under one lock on the study folder: checked apart, two workers that both
+    see one free place would both take it (the budget overshot by one)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the check alone, as close to the creation as it gets
+        fcntl = None
+    lock_path = Path(spec.study_dir) / "claim.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if finished_count(study) + _running(study) >= spec.trials:
+                return None
+            return study.ask()
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_trial(study, trial, objective) -> None:
+    """``study.optimize(n_trials=1)``'s bookkeeping for an already-claimed trial: pruned -> PRUNED; a failed
+    configuration (ValueError, RuntimeError, TypeError) -> FAIL with its reason, and the search goes on; any
+    other exception (e.g. Ctrl-C) -> FAIL and re-raised."""
+    import gc
+
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except (ValueError, RuntimeError, TypeError) as err:
+        log.warning("trial %d failed: %s", trial.number, err)
+        trial.set_user_attr("fail_reason", str(err)[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        study.tell(trial, value)
+    finally:
+        gc.collect()
 
 
 def _worker_entry(spec: TuneSpec, worker: int) -> None:
