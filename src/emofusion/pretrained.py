@@ -74,10 +74,6 @@ def _model_card(cfg: dict, metrics: dict | None, extraction: dict | None) -> str
     return "\n".join(lines)
 
 
-def hparams_name(module) -> str:
-    return str(module.hparams.get("model_name", type(module.model).__name__))
-
-
 def save_pretrained(module, path: str | Path, metrics: dict | None = None, extraction: dict | None = None) -> Path:
     """Write ``module`` (an EmoFusionModule) as a self-contained model folder."""
     from safetensors.torch import save_file
@@ -86,7 +82,7 @@ def save_pretrained(module, path: str | Path, metrics: dict | None = None, extra
 
     if getattr(module.model, "fits_closed_form", False):  # checked before the folder exists
         raise ValueError(
-            f"{hparams_name(module)}: a scikit-learn estimator (models/classical.py) is not tensors, so it has no "
+            f"{module.hparams.get('model_name', type(module.model).__name__)}: a scikit-learn estimator (models/classical.py) is not tensors, so it has no "
             "safetensors model folder; use the run directory (checkpoints/best.ckpt) with `emofusion predict`"
         )
     path = Path(path)

@@ -34,7 +34,6 @@ from emofusion.models.base import FusionModel, ModelOutput
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
-POOLED_STATISTICS = ("mean", "std", "present")
 # the run's loss -> HistGradientBoostingRegressor's loss
 BOOSTING_LOSSES = {"l1": "absolute_error", "mse": "squared_error"}
 LOG_FLOOR = 1e-12
@@ -74,9 +73,6 @@ class ClassicalBaseline(FusionModel):
             )
         self.estimator_options = dict(estimator_options)
         self.estimator = None
-        self.feature_names = [f"{m}.{stat}[{j}]" if stat != "present" else f"{m}.present"
-                              for m in self.modalities for stat in POOLED_STATISTICS
-                              for j in (range(self.modality_dims[m]) if stat != "present" else [0])]
 
     # the estimator of a task; ``loss`` is the run's loss name (l1 / mse / ce)
     def make_estimator(self, seed: int, loss: str):

@@ -114,6 +114,15 @@ def build(preset: str) -> SuiteSpec:
     )
 
 
+def mmmo_folder(notes: list[str]) -> Path | None:
+    """The ICT-MMMO release folder, or None with a note saying why the suite's cells are skipped."""
+    folder = data_root() / "mfn_h5" / "mmmo"
+    if folder.is_dir():
+        return folder
+    notes.append(f"ICT-MMMO skipped: {folder} does not exist (the real data are not part of a clone).")
+    return None
+
+
 # the recipe variants tried on ICT-MMMO (docs/training.md, "Regularisers for small sets"); the default is what
 # `real` runs. Chosen by validation MAE, never by test: the val column is the number that would pick one.
 RECIPE_VARIANTS = {
@@ -129,11 +138,9 @@ RECIPE_MODELS = ["tfn", "rrnn", "early_fusion_lstm", "late_fusion"]
 
 @register_suite("mmmo-recipe", "training-recipe variants (LR, EMA, input noise, quantile scaling) on ICT-MMMO A+V")
 def build_recipe(preset: str) -> SuiteSpec:
-    folder = data_root() / "mfn_h5" / "mmmo"
     cells, notes = [], []
-    if not folder.is_dir():
-        notes.append(f"ICT-MMMO skipped: {folder} does not exist (the real data are not part of a clone).")
-    else:
+    folder = mmmo_folder(notes)
+    if folder is not None:
         for row, overrides in RECIPE_VARIANTS.items():
             for model in RECIPE_MODELS:
                 config = {"model": model, "dataset": f"mfn:{folder}", "modalities": MODALITIES, **overrides}
@@ -167,11 +174,9 @@ def grid_row(model: str, options: dict) -> str:
 
 @register_suite("mmmo-classical", "the classical baselines' settings (SVM, RF, boosted trees) on ICT-MMMO A+V, by val")
 def build_classical(preset: str) -> SuiteSpec:
-    folder = data_root() / "mfn_h5" / "mmmo"
     cells, notes = [], []
-    if not folder.is_dir():
-        notes.append(f"ICT-MMMO skipped: {folder} does not exist (the real data are not part of a clone).")
-    else:
+    folder = mmmo_folder(notes)
+    if folder is not None:
         for model, grid in CLASSICAL_GRID.items():
             for options in grid:
                 config = {"model": model, "dataset": f"mfn:{folder}", "modalities": MODALITIES,
