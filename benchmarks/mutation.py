@@ -563,6 +563,23 @@ def preimport(targets: list[str]) -> None:
     sys.path.remove(str(REPO / "tests"))
 
 
+def _carry_killed(path: Path, per_file: dict[str, list[Mutant]], notes: dict[str, str]) -> set[int]:
+    """Mark the mutants a previous run killed (matched by file and key) as killed; return their ids."""
+    before = json.loads(path.read_text())
+    killed_before = {(r["file"], r["mutant"]) for r in before if r["status"] in ("killed", "timeout")}
+    carried = set()
+    for rel, ms in per_file.items():
+        n = 0
+        for m in ms:
+            if (rel, m.key) in killed_before:
+                m.status = "killed"
+                carried.add(id(m))
+                n += 1
+        if n:
+            notes[rel] = (notes.get(rel, "") + f"; {n} killed carried from {path.name}").lstrip("; ")
+    return carried
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", nargs="*", default=None, help="substrings of target paths (default: all)")
@@ -577,6 +594,9 @@ def main(argv=None) -> int:
                          "mutants that ran, and says so")
     ap.add_argument("--breaks", action="store_true", help="run only the review's hand-written breaks (BREAKS)")
     ap.add_argument("--lines", default=None, help="only mutants on these lines, e.g. 40-60 (one target)")
+    ap.add_argument("--carry-killed", type=Path, default=None, metavar="JSON",
+                    help="a previous run's --json: its killed mutants (same file and key) count as killed without "
+                         "re-running; valid when the tests only grew since and the target file is unchanged")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -630,10 +650,12 @@ def main(argv=None) -> int:
         baseline_time[rel] = base.seconds
     print("baseline seconds: " + ", ".join(f"{Path(r).name} {t:.1f}" for r, t in baseline_time.items()))
 
+    carried = _carry_killed(args.carry_killed, per_file, sampled_note) if args.carry_killed else set()
     # round-robin over the files, so that a deadline leaves every file sampled alike
     jobs = []
     for k in range(max((len(v) for v in per_file.values()), default=0)):
-        jobs += [(per_file[rel][k], rel, tests_of(rel)) for rel in targets if k < len(per_file[rel])]
+        jobs += [(per_file[rel][k], rel, tests_of(rel)) for rel in targets
+                 if k < len(per_file[rel]) and id(per_file[rel][k]) not in carried]
     print(f"{len(jobs)} mutants over {len(targets)} files, {args.workers} workers")
     stop_at = t_start + args.deadline if args.deadline else 0.0
     run_all(jobs, args.workers, lambda rel: args.timeout_factor * baseline_time[rel] + 10.0, original_of, stop_at)
