@@ -717,38 +717,32 @@ def run_suite(
         if j.cache_path not in todo_keys:
             records[(config_hash(j.config), j.seed)] = run_job(j)
 
+    # cells built from other runs (config "members": an ensemble) go in a second wave, after their members'
+    # runs, which join the first wave; so parallel workers never train one member folder twice
+    members = {}
+    for j in todo:
+        for member in j.config.get("members", ()):
+            key = config_hash(member, j.seed)
+            member_job = Job(member, j.seed, {"clean": None}, j.split, str(root / "cache" / f"{key}.json"),
+                             str(root / "runs" / key))
+            if member_job.cache_path not in todo_keys and _cached(member_job) is None:
+                members[member_job.cache_path] = member_job
+    first = list(members.values()) + [j for j in todo if "members" not in j.config]
+    second = [j for j in todo if "members" in j.config]
+    total = len(first) + len(second)
+    counter = iter(range(1, total + 1))
+
     def done(job: Job, record: dict, i: int) -> None:
         records[(config_hash(job.config), job.seed)] = record
         status = (
             record["status"] if record["status"] != "ok" else f"ok in {record.get('train_seconds', 0):.1f}s"
         )
-        log(f"[{name}] {i}/{len(todo)} {job.config.get('model')} seed={job.seed}: {status}")
+        log(f"[{name}] {i}/{total} {job.config.get('model')} seed={job.seed}: {status}")
         if record["status"] != "ok":
             log(record.get("traceback", record.get("error", "")))
 
-    if launcher != "local":  # submitit (local subprocesses or a SLURM array): see launchers.py
-        from emofusion.evaluation.launchers import launch
-
-        for i, (job, record) in enumerate(launch(todo, launcher, root, launcher_options, log), 1):
-            done(job, record, i)
-    elif jobs > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init
-        ) as pool:
-            futures = {pool.submit(run_job, j): j for j in todo}
-            for i, fut in enumerate(as_completed(futures), 1):
-                job = futures[fut]
-                try:
-                    record = fut.result()
-                except Exception as err:  # a crashed worker process
-                    record = {"status": "error", "error": f"{type(err).__name__}: {err}"}
-                done(job, record, i)
-    else:
-        for i, job in enumerate(todo, 1):
-            done(job, run_job(job), i)
+    for wave in (first, second):
+        _execute(wave, jobs, launcher, root, launcher_options, log, lambda job, record: done(job, record, next(counter)))
 
     cells = aggregate(spec, records, seed_list)
     result = SuiteResult(
@@ -761,6 +755,35 @@ def run_suite(
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
     return result
+
+
+def _execute(todo: list[Job], jobs: int, launcher: str, root: Path, launcher_options, log, done) -> None:
+    """Run ``todo`` locally (sequentially or in ``jobs`` processes) or through a submitit launcher."""
+    if not todo:
+        return
+    if launcher != "local":  # submitit (local subprocesses or a SLURM array): see launchers.py
+        from emofusion.evaluation.launchers import launch
+
+        for job, record in launch(todo, launcher, root, launcher_options, log):
+            done(job, record)
+    elif jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init
+        ) as pool:
+            futures = {pool.submit(run_job, j): j for j in todo}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                try:
+                    record = fut.result()
+                except Exception as err:  # a crashed worker process
+                    record = {"status": "error", "error": f"{type(err).__name__}: {err}"}
+                done(job, record)
+    else:
+        for job in todo:
+            done(job, run_job(job))
 
 
 def suite_dir_name(name: str, preset: str) -> str:

@@ -35,6 +35,10 @@ MMSA_MODELS = {"mmmo": ["tfn", "mfn", "mult", "ef_lstm", "lmf", "lf_dnn"], "yout
 MMSA_COUNTERPART = {"tfn": "tfn", "mfn": "mfn", "mult": "mult", "ef_lstm": "early_fusion_lstm", "lmf": "lmf",
                     "lf_dnn": "lf_dnn"}
 MMSA_ROW = "MMSA {} (↔ {})"
+# ensembles of the emofusion rows above, per seed, every choice made on the validation split
+# (evaluation/ensemble.py): the single best member, the plain mean of all, Caruana's greedy selection
+ENSEMBLE_ROWS = {"best": "ensemble: best member by val", "uniform": "ensemble: mean of all",
+                 "greedy": "ensemble: greedy selection by val"}
 MMSA_CLASS = {"tfn": "TFN", "mfn": "MFN", "mult": "MulT", "ef_lstm": "EF_LSTM", "lmf": "LMF", "lf_dnn": "LF_DNN"}
 
 
@@ -98,6 +102,11 @@ def build(preset: str) -> SuiteSpec:
             if config["dataset"] != dataset:
                 notes.append(f"{model} on {label} reads `{config['dataset']}` (its preset configs/{model}_{name}.yaml).")
             cells.append(Cell(model, label, config, None, {"kind": "emofusion", "model": model}))
+        members = [c.config for c in cells if c.column == label and c.meta.get("kind") == "emofusion"]
+        for rule, row in ENSEMBLE_ROWS.items():
+            config = {"runner": "emofusion.evaluation.ensemble:run_ensemble_cell", "rule": rule, "rounds": 20,
+                      "members": members, "dataset": dataset}
+            cells.append(Cell(row, label, config, None, {"kind": "ensemble", "rule": rule}))
         if mmsa_reason is None:
             for mmsa in MMSA_MODELS[name]:
                 config = {"runner": "emofusion.evaluation.suites.real:run_mmsa", "mmsa_model": mmsa,
