@@ -183,3 +183,53 @@ def test_export_and_the_pretrained_folder_refuse_an_estimator_and_say_what_to_us
     with pytest.raises(ValueError, match="safetensors"):
         save_pretrained(module, tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_cv_folds_scores_out_of_fold_predictions_of_fits_that_never_saw_the_held_out_fold(tmp_path):
+    import json
+
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    from emofusion.evaluation.metrics import compute_metrics
+    from emofusion.training.config import RunConfig, apply_overrides
+    from emofusion.training.run import make_loader, train_run
+
+    opts = apply_overrides({}, ["data.n_train=40", "data.n_val=12", "data.n_test=12", "data.min_words=3",
+                                "data.max_words=6"])["dataset_options"]
+    svr = {"C": 2.0, "epsilon": 0.05}
+    base = dict(model="svm", dataset="synthetic", dataset_options=opts, progress=False, plots=False,
+                model_options=dict(svr), loss="l1", seed=4)
+    result = train_run(RunConfig(**base, output=str(tmp_path / "cv"), cv_folds=4))
+    payload = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    # by hand: the engine's pooled training features, 4 shuffled folds seeded by the run's seed, one SVR per
+    # output fitted on the other folds, clipped to the label range
+    model, bundle = result.module.model, result.bundle
+    loader = make_loader(bundle.train, RunConfig(batch_size=32), bundle.modalities, False, False)
+    xs, ys = zip(*[(model.features({m: b.inputs[m] for m in bundle.modalities}), b.labels.numpy()) for b in loader])
+    x, y = np.concatenate(xs), np.concatenate(ys).reshape(40, -1)
+
+    def fit(rows, j):
+        return make_pipeline(StandardScaler(), SVR(kernel="rbf", gamma="scale", **svr)).fit(x[rows], y[rows, j])
+
+    oof = np.zeros_like(y, dtype=np.float64)
+    for fit_idx, held in KFold(4, shuffle=True, random_state=4).split(x):
+        for j in range(y.shape[1]):
+            oof[held, j] = fit(fit_idx, j).predict(x[held])
+    oof = np.clip(oof, *result.module.task.label_range)
+    expected = compute_metrics(result.module.task, oof, y)
+    assert payload["cv"]["mae"] == pytest.approx(expected["mae"], rel=1e-9)
+    assert payload["cv"]["mse"] == pytest.approx(expected["mse"], rel=1e-9)
+    # the model itself is still fitted once on the whole split, after the folds
+    everything = np.arange(40)
+    for j, estimator in enumerate(model.estimator.estimators_):
+        np.testing.assert_allclose(estimator.predict(x), fit(everything, j).predict(x), rtol=1e-9)
+    # and out-of-fold is not in-sample
+    assert payload["cv"]["mae"] != pytest.approx(compute_metrics(result.module.task, model.predict_features(x), y)["mae"])
+    with pytest.raises(ValueError, match="cv_folds=1: needs 2 <= folds <= 40"):
+        train_run(RunConfig(**base, output=str(tmp_path / "one"), cv_folds=1))
+    with pytest.raises(ValueError, match="k-fold scoring is for closed-form models"):
+        train_run(RunConfig(**{**base, "model": "late_fusion", "model_options": {}}, output=str(tmp_path / "nn"),
+                            cv_folds=3, max_steps=1))

@@ -99,19 +99,23 @@ class ClassicalBaseline(FusionModel):
             estimator = MultiOutputRegressor(estimator)
         self.estimator = estimator.fit(np.asarray(features, np.float64), labels)
 
-    def forward(self, inputs: ModelInputs) -> ModelOutput:
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for pooled features ``[N, F]``: values clipped to the label range, or class logits."""
         if self.estimator is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: train it with `emofusion train` (train_run)")
-        any_values = next(iter(inputs.values()))[0]
-        x = self.features(inputs)
         if self.task.is_regression:
             pred = np.asarray(self.estimator.predict(x), np.float64).reshape(len(x), -1)
             if self.task.label_range is not None:
                 pred = np.clip(pred, *self.task.label_range)
-        else:
-            proba = self.estimator.predict_proba(x)
-            pred = np.full((len(x), self.output_dim), np.log(LOG_FLOOR))
-            pred[:, np.asarray(self.estimator.classes_, np.int64)] = np.log(np.maximum(proba, LOG_FLOOR))
+            return pred
+        proba = self.estimator.predict_proba(x)
+        pred = np.full((len(x), self.output_dim), np.log(LOG_FLOOR))
+        pred[:, np.asarray(self.estimator.classes_, np.int64)] = np.log(np.maximum(proba, LOG_FLOOR))
+        return pred
+
+    def forward(self, inputs: ModelInputs) -> ModelOutput:
+        any_values = next(iter(inputs.values()))[0]
+        pred = self.predict_features(self.features(inputs))
         return ModelOutput(torch.as_tensor(pred, dtype=any_values.dtype, device=any_values.device))
 
     # the fitted estimator is the model's state: it rides in state_dict() (so in Lightning checkpoints)

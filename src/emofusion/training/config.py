@@ -108,6 +108,9 @@ class RunConfig:
     lr_patience: int | None = None  # checks without improvement before the LR drops; None: patience // 2
     min_lr: float = 1e-6
     seed: int = 0
+    # closed-form models (models/classical.py): also score k-fold out-of-fold predictions on the training
+    # split (metrics.json "cv"), a selection number far less noisy than a small validation split; 0: off
+    cv_folds: int = 0
     deterministic: bool = True
     output: str | None = None
     # feature scaling fitted on train (data/hygiene.py): true / "zscore", "quantile" (rank-Gauss), false / "none"

@@ -12,7 +12,7 @@ MINIMUM = {
     "max_epochs": 0, "batch_size": 1, "weight_decay": 0.0, "patience": 0, "gradient_clip": 0.0,
     "checkpoint_every_n_steps": 0, "num_nodes": 1, "num_workers": 0, "threads": 1, "seed": 0,
     "max_steps": 1, "min_steps": 0, "val_every_n_steps": 1, "lr_patience": 0, "min_lr": 0.0,
-    "ema_decay": 0.0, "input_noise": 0.0, "patience_epochs": 0, "feature_dropout": 0.0,
+    "ema_decay": 0.0, "input_noise": 0.0, "patience_epochs": 0, "feature_dropout": 0.0, "cv_folds": 0,
 }
 BELOW_ONE = {"ema_decay", "feature_dropout"}
 POSITIVE = {"lr", "lr_factor"}

@@ -177,6 +177,9 @@ def _train_run(config: RunConfig, run_dir: Path, resume_path: Path | None, callb
     modalities = bundle.modalities
     if getattr(module.model, "fits_closed_form", False):  # e.g. the classical baselines: one fit, no steps
         return _fit_closed_form(config, run_dir, module, bundle, start)
+    if config.cv_folds:
+        raise ValueError(f"cv_folds={config.cv_folds}: k-fold scoring is for closed-form models (svm, random_forest, "
+                         f"gradient_boosting); {config.model} is trained by gradient steps")
     train_set, val_set = bundle.train, bundle.val
     averaged = module.model.time_averaged_inputs()
     if averaged and not (config.input_noise or config.feature_dropout):  # those act on every frame
@@ -300,7 +303,9 @@ def _fit_closed_form(config: RunConfig, run_dir: Path, module: EmoFusionModule, 
     for batch in loader:
         features.append(model.features({m: batch.inputs[m] for m in module.modalities}))
         labels.append(batch.labels.cpu().numpy())
-    model.fit(np.concatenate(features), np.concatenate(labels), seed=config.seed, loss=module.loss_name)
+    features, labels = np.concatenate(features), np.concatenate(labels)
+    cv = _closed_form_cv(model, features, labels, config, module) if config.cv_folds else None
+    model.fit(features, labels, seed=config.seed, loss=module.loss_name)
     module.eval()
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -308,21 +313,53 @@ def _fit_closed_form(config: RunConfig, run_dir: Path, module: EmoFusionModule, 
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "pytorch-lightning_version": L.__version__, "global_step": 0, "epoch": 0}, best_path)
     metrics = {s: evaluate_split(module, bundle, s, config=config) for s in ("val", "test")}
-    baselines = bundle_baselines(bundle, ("val", "test"), seed=config.seed, train_labels=split_labels(bundle.train))
+    if cv is not None:
+        metrics["cv"] = cv
     info = {
         "best_checkpoint": str(best_path),
         "monitor": None,  # no checkpoint selection: one fit on the training split
         "fitted": "closed form (one fit on the training split, no validation-driven stopping)",
         "estimator": repr(getattr(model, "estimator", None)),
-        "train_samples": int(sum(len(f) for f in features)),
+        "train_samples": int(len(features)),
         "steps_trained": 0,
         "seconds": round(time.time() - start, 2),
         "num_parameters": 0,
     }
+    if cv is not None:
+        info["cv"] = f"{config.cv_folds}-fold out-of-fold predictions on the training split (folds seeded by the run's seed)"
+    baselines = bundle_baselines(bundle, ("val", "test"), seed=config.seed, train_labels=split_labels(bundle.train))
     payload = {**metrics, "baselines": baselines, "info": info}
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
     check_headline(metrics, module.task.monitor, str(run_dir))
     return RunResult(metrics, run_dir, module, bundle, time.time() - start, baselines, info)
+
+
+def _closed_form_cv(model, features: np.ndarray, labels: np.ndarray, config: RunConfig, module) -> dict:
+    """Metrics of k-fold out-of-fold predictions on the training split: each fold's estimator is fitted on the
+    other folds (a copy of the model, the run's seed and loss), so every training sample is predicted by a fit
+    that did not see it. Folds are shuffled with the run's seed, stratified for classes."""
+    import copy
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    task = module.task
+    k = int(config.cv_folds)
+    if k < 2 or k > len(features):
+        raise ValueError(f"cv_folds={k}: needs 2 <= folds <= {len(features)} training samples")
+    if task.is_regression:
+        folds = KFold(k, shuffle=True, random_state=config.seed).split(features)
+    else:
+        folds = StratifiedKFold(k, shuffle=True, random_state=config.seed).split(features, labels.reshape(-1))
+    oof = None
+    for fit_idx, held_idx in folds:
+        fold_model = copy.deepcopy(model)
+        fold_model.fit(features[fit_idx], labels[fit_idx], seed=config.seed, loss=module.loss_name)
+        pred = fold_model.predict_features(features[held_idx])
+        if oof is None:
+            oof = np.full((len(features), pred.shape[1]), np.nan)
+        oof[held_idx] = pred
+    truth = labels.reshape(len(labels), -1) if task.is_regression else labels.reshape(-1)
+    return {k_: float(v) for k_, v in compute_metrics(task, oof, truth).items()}
 
 
 def _world_size(config: RunConfig) -> int:
