@@ -9,6 +9,12 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _runs_outside_the_checkout(tmp_path_factory, monkeypatch):
+    """A test that trains without ``output=`` writes its run folder under a temporary root, not ./runs."""
+    monkeypatch.setenv("EMOFUSION_RUNS", str(tmp_path_factory.getbasetemp() / "default_runs"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 MFN_DIR = SHARED_DATA / "mfn_h5"
 

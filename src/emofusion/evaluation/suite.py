@@ -737,7 +737,7 @@ def run_suite(
         status = (
             record["status"] if record["status"] != "ok" else f"ok in {record.get('train_seconds', 0):.1f}s"
         )
-        log(f"[{name}] {i}/{total} {job.config.get('model')} seed={job.seed}: {status}")
+        log(f"[{name}] {i}/{total} {_job_label(job.config)} seed={job.seed}: {status}")
         if record["status"] != "ok":
             log(record.get("traceback", record.get("error", "")))
 
@@ -755,6 +755,12 @@ def run_suite(
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
     return result
+
+
+def _job_label(config: dict) -> str:
+    if "members" in config:
+        return f"ensemble ({config.get('rule', '?')}, {len(config['members'])} members)"
+    return str(config.get("model") or config.get("mmsa_model") or config.get("runner", "?"))
 
 
 def _execute(todo: list[Job], jobs: int, launcher: str, root: Path, launcher_options, log, done) -> None:

@@ -137,8 +137,9 @@ def make_loader(
 
 
 def default_run_dir(config: RunConfig) -> Path:
+    """``runs/<model>-<dataset>-seed<seed>`` under ``$EMOFUSION_RUNS`` (default ``runs`` in the working folder)."""
     safe = config.dataset.replace(":", "_").replace("/", "_")
-    return Path("runs") / f"{config.model}-{safe}-seed{config.seed}"
+    return Path(os.environ.get("EMOFUSION_RUNS") or "runs") / f"{config.model}-{safe}-seed{config.seed}"
 
 
 def train_run(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunResult:
