@@ -94,7 +94,7 @@ def test_members_are_matched_by_sample_id_and_a_mismatch_is_an_error():
         ensemble([first, other])
 
 
-def test_suite_ensemble_cells_reuse_the_member_runs_and_agree_with_them(tmp_path):
+def test_suite_ensemble_cells_reuse_the_member_runs_and_agree_with_them(tmp_path, capsys):
     members = [TINY_RUN, {**TINY_RUN, "model": "late_fusion", "model_options": {"encoder_dim": 8}}]
     cells = [Cell("a", "syn", members[0]), Cell("b", "syn", members[1])]
     for rule in ("best", "uniform", "greedy"):
@@ -121,6 +121,18 @@ def test_suite_ensemble_cells_reuse_the_member_runs_and_agree_with_them(tmp_path
     assert records["greedy"]["metrics"]["val"][monitor] <= records["best"]["metrics"]["val"][monitor] + 1e-12
     assert by_row["uniform"]["mean"]["mae"] == pytest.approx(records["uniform"]["metrics"]["test"]["mae"])
     assert records["uniform"]["baselines"]["test"]["train_mean"]["mae"] > 0
+    # the command on the same two runs: the uniform weights and metrics of the suite cell
+    from emofusion.cli import main
+
+    runs = [records[m]["run_dir"] for m in ("early_fusion_lstm", "late_fusion")]
+    out = tmp_path / "ens.json"
+    assert main(["ensemble", *runs, "--rule", "uniform", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble (uniform)" in printed and "train_mean" in printed
+    saved = json.loads(out.read_text())
+    assert saved["weights"] == {runs[0]: 0.5, runs[1]: 0.5}
+    assert saved["metrics"]["test"]["mae"] == pytest.approx(records["uniform"]["metrics"]["test"]["mae"])
+    assert set(saved["baselines"]) == {"val", "test"}
     # re-running is all cached
     logs.clear()
     run_suite(SuiteSpec(cells, ["mae"], seeds=[0]), out_dir=tmp_path, suite_name="ens", log=logs.append)
@@ -134,3 +146,4 @@ def test_uniform_mean_equals_the_hand_mean_of_member_predictions():
     expected = compute_metrics(SENTIMENT, ((y + 0.3 + y - 0.9) / 2)[:, None], y[:, None])
     assert out["metrics"]["test"]["mae"] == pytest.approx(expected["mae"])
     assert out["weights"] == {"r1": 0.5, "r2": 0.5}
+

@@ -139,6 +139,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_ensemble(sub):
+    p = sub.add_parser("ensemble", help="combine trained runs of one dataset, weights chosen on the validation split")
+    p.add_argument("runs", nargs="+", help="run directories (or .ckpt files) trained on the same dataset")
+    p.add_argument("--rule", default="greedy", choices=["greedy", "uniform", "best"],
+                   help="greedy: Caruana et al. 2004 forward selection with replacement (default); uniform: the mean "
+                        "of all; best: the single best member")
+    p.add_argument("--rounds", type=int, default=20, help="greedy selection rounds (default 20)")
+    p.add_argument("--output", help="write weights and metrics as JSON here")
+    p.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args) -> int:
+    from emofusion.evaluation.baselines import bundle_baselines
+    from emofusion.evaluation.ensemble import ensemble, member_predictions
+    from emofusion.evaluation.reports import print_metrics
+    from emofusion.training.run import bundle_for_module, load_module
+
+    members = [member_predictions(run) for run in args.runs]
+    result = ensemble(members, args.rule, args.rounds)
+    bundle, run = bundle_for_module(load_module(args.runs[0]))
+    baselines = bundle_baselines(bundle, ("val", "test"), seed=run.seed)
+    task = members[0].task
+    weights = ", ".join(f"{name} {w:.3f}" for name, w in result["weights"].items())
+    print_metrics(result["metrics"], task.kind, title=f"ensemble ({args.rule}) on {bundle.name}: {weights}",
+                  baselines=baselines, info={"monitor": task.monitor, "monitor_mode": task.monitor_mode})
+    if args.output:
+        Path(args.output).write_text(json.dumps({**result, "baselines": baselines}, indent=2, default=float))
+    return 0
+
+
 def _add_models(sub):
     p = sub.add_parser("models", help="list registered models, or one model's options (emofusion models NAME)")
     p.add_argument("name", nargs="?", help="print this model's options with their defaults and help")
@@ -215,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of any error")
     parser.add_argument("--version", action="version", version=f"emofusion {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_models, _add_datasets):
+    for add in (_add_train, _add_evaluate, _add_ensemble, _add_models, _add_datasets):
         add(sub)
     for module_name in EXTRA_COMMANDS:
         importlib.import_module(module_name).register_cli(sub)
