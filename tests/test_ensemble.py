@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TINY_RUN
 
 from emofusion.evaluation.ensemble import (
     MemberPredictions,
@@ -18,6 +17,7 @@ from emofusion.evaluation.ensemble import (
 from emofusion.evaluation.metrics import compute_metrics
 from emofusion.evaluation.suite import Cell, SuiteSpec, run_suite
 from emofusion.tasks import TaskSpec
+from helpers import TINY_RUN
 
 SENTIMENT = TaskSpec("sentiment", ["sentiment"], label_range=(1.0, 5.0))
 CLASSES = TaskSpec("classification", ["neg", "neu", "pos"])
