@@ -28,7 +28,13 @@ def test_cells_per_dataset_and_mmsa_pairs(monkeypatch, tmp_path):
     assert ("MMSA EF_LSTM (↔ early_fusion_lstm)", "YouTube") in rows
     assert ("MMSA LF_DNN (↔ lf_dnn)", "ICT-MMMO") in rows and ("marn", "YouTube") in rows
     for c in spec.cells:
-        assert c.config["modalities"] == ["audio", "visual"] and f"mfn:{tmp_path}/mfn_h5/" in c.config["dataset"]
+        assert f"mfn:{tmp_path}/mfn_h5/" in c.config["dataset"]
+        if c.meta["kind"] == "ensemble":  # every emofusion row of its dataset, the same configs (so the same runs)
+            assert c.config["members"] == [e.config for e in spec.cells
+                                           if e.meta["kind"] == "emofusion" and e.column == c.column]
+            assert len(c.config["members"]) == len(real.MODELS["mmmo"])
+            continue
+        assert c.config["modalities"] == ["audio", "visual"]
         # a per-dataset preset keeps its reader chain, on the suite's data folder
         if (c.row, c.column) == ("rmfn", "ICT-MMMO"):
             assert c.config["dataset"] == f"wordslots:mfn:{tmp_path}/mfn_h5/mmmo" and c.config["patience_epochs"] == 4
