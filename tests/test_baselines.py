@@ -155,3 +155,29 @@ def test_mean_baseline_learns_training_mean():
         loss.backward()
         opt.step()
     assert torch.allclose(model.bias, y.mean(0), atol=0.02)
+
+
+def test_cross_validated_baselines_fit_each_held_out_fold_on_the_other_folds():
+    from emofusion.evaluation.baselines import cross_validated_baselines
+    from emofusion.evaluation.metrics import compute_metrics
+    from emofusion.tasks import TaskSpec
+
+    task = TaskSpec("classification", ["a", "b", "c"])
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1, 0, 2])
+    folds = [(np.arange(6, 12), np.arange(0, 6)), (np.arange(0, 6), np.arange(6, 12))]
+    out = cross_validated_baselines(task, labels, folds, seed=1)
+    # fold 1 predicts the majority of samples 6..11 (class 2), fold 2 that of samples 0..5 (class 0)
+    majority = np.eye(3)[np.r_[[2] * 6, [0] * 6]]
+    assert out["majority"]["accuracy"] == pytest.approx(compute_metrics(task, majority, labels)["accuracy"])
+    assert out["majority"]["accuracy"] == pytest.approx(2 / 12)  # the hits: sample 5 (class 2) and 10 (class 0)
+    # class-prior: draws at the other folds' frequencies (1/6, 1/6, 4/6 for fold 1; 3/6, 2/6, 1/6 for fold 2), so
+    # the expected held-out accuracy is (3/6 + 2/6 + 4/6) / 6 = 0.25 in both folds; 10 draws per sample come
+    # within 3 standard errors (0.04)
+    assert out["class_prior"]["accuracy"] == pytest.approx(0.25, abs=0.12)
+    regression = TaskSpec("sentiment", ["s"], label_range=(-3.0, 3.0))
+    y = np.array([1.0, 2.0, 3.0, -1.0, -2.0, 0.5])[:, None]
+    folds = [(np.array([3, 4, 5]), np.array([0, 1, 2])), (np.array([0, 1, 2]), np.array([3, 4, 5]))]
+    out = cross_validated_baselines(regression, y, folds)
+    median = np.r_[[-1.0] * 3, [2.0] * 3][:, None]
+    assert out["train_median"]["mae"] == pytest.approx(np.abs(median - y).mean())
+    assert out["all_zero"]["mae"] == pytest.approx(np.abs(y).mean())

@@ -222,6 +222,14 @@ def test_cv_folds_scores_out_of_fold_predictions_of_fits_that_never_saw_the_held
     expected = compute_metrics(result.module.task, oof, y)
     assert payload["cv"]["mae"] == pytest.approx(expected["mae"], rel=1e-9)
     assert payload["cv"]["mse"] == pytest.approx(expected["mse"], rel=1e-9)
+    # the baselines under the same folds: each held-out fold gets the median / mean of the other folds' labels
+    median, mean = np.zeros_like(y, dtype=np.float64), np.zeros_like(y, dtype=np.float64)
+    for fit_idx, held in KFold(4, shuffle=True, random_state=4).split(x):
+        median[held], mean[held] = np.median(y[fit_idx], 0), y[fit_idx].mean(0)
+    task = result.module.task
+    assert payload["baselines"]["cv"]["train_median"]["mae"] == pytest.approx(compute_metrics(task, median, y)["mae"])
+    assert payload["baselines"]["cv"]["train_mean"]["mse"] == pytest.approx(compute_metrics(task, mean, y)["mse"])
+    assert payload["baselines"]["cv"]["all_zero"]["mae"] == pytest.approx(np.abs(y).mean())
     # the model itself is still fitted once on the whole split, after the folds
     everything = np.arange(40)
     for j, estimator in enumerate(model.estimator.estimators_):

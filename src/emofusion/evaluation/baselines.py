@@ -91,6 +91,27 @@ def baseline_metrics(task: TaskSpec, train_labels: np.ndarray, eval_labels: np.n
     return out
 
 
+def cross_validated_baselines(task: TaskSpec, labels: np.ndarray, folds, seed: int = 0) -> dict:
+    """Name -> metrics of each trivial baseline under the same k-fold protocol as a model's out-of-fold
+    predictions: each held-out fold gets the baseline fitted on the other folds' labels, then all folds are
+    scored at once (``folds``: ``(fit_indices, held_indices)`` pairs covering every sample once)."""
+    labels = np.asarray(labels)
+    pooled: dict[str, np.ndarray] = {}
+    for fit_idx, held in folds:
+        for name, (pred,) in baseline_predictions(task, labels[fit_idx], len(held), seed).items():
+            reps = len(pred) // len(held)
+            pred = np.asarray(pred, np.float64).reshape(reps, len(held), -1)
+            if name not in pooled:
+                pooled[name] = np.full((reps, len(labels), pred.shape[2]), np.nan)
+            pooled[name][:, held] = pred
+    out = {}
+    for name, pred in pooled.items():
+        reps = pred.shape[0]
+        stacked = np.concatenate([labels] * reps) if reps > 1 else labels
+        out[name] = compute_metrics(task, _shape_like(task, pred.reshape(reps * len(labels), -1), stacked), stacked)
+    return out
+
+
 def _shape_like(task: TaskSpec, pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if task.is_regression and labels.ndim == 1:
         return pred.reshape(len(labels), -1)

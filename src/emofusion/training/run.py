@@ -305,7 +305,7 @@ def _fit_closed_form(config: RunConfig, run_dir: Path, module: EmoFusionModule, 
         features.append(model.features({m: batch.inputs[m] for m in module.modalities}))
         labels.append(batch.labels.cpu().numpy())
     features, labels = np.concatenate(features), np.concatenate(labels)
-    cv = _closed_form_cv(model, features, labels, config, module) if config.cv_folds else None
+    cv, cv_baselines = _closed_form_cv(model, features, labels, config, module) if config.cv_folds else (None, None)
     model.fit(features, labels, seed=config.seed, loss=module.loss_name)
     module.eval()
     ckpt_dir = run_dir / "checkpoints"
@@ -329,28 +329,33 @@ def _fit_closed_form(config: RunConfig, run_dir: Path, module: EmoFusionModule, 
     if cv is not None:
         info["cv"] = f"{config.cv_folds}-fold out-of-fold predictions on the training split (folds seeded by the run's seed)"
     baselines = bundle_baselines(bundle, ("val", "test"), seed=config.seed, train_labels=split_labels(bundle.train))
+    if cv_baselines is not None:
+        baselines["cv"] = cv_baselines
     payload = {**metrics, "baselines": baselines, "info": info}
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
     check_headline(metrics, module.task.monitor, str(run_dir))
     return RunResult(metrics, run_dir, module, bundle, time.time() - start, baselines, info)
 
 
-def _closed_form_cv(model, features: np.ndarray, labels: np.ndarray, config: RunConfig, module) -> dict:
-    """Metrics of k-fold out-of-fold predictions on the training split: each fold's estimator is fitted on the
-    other folds (a copy of the model, the run's seed and loss), so every training sample is predicted by a fit
-    that did not see it. Folds are shuffled with the run's seed, stratified for classes."""
+def _closed_form_cv(model, features: np.ndarray, labels: np.ndarray, config: RunConfig, module) -> tuple[dict, dict]:
+    """Metrics of k-fold out-of-fold predictions on the training split, and the trivial baselines under the same
+    folds: each fold's estimator is fitted on the other folds (a copy of the model, the run's seed and loss), so
+    every training sample is predicted by a fit that did not see it. Folds are shuffled with the run's seed,
+    stratified for classes."""
     import copy
 
     from sklearn.model_selection import KFold, StratifiedKFold
+
+    from emofusion.evaluation.baselines import cross_validated_baselines
 
     task = module.task
     k = int(config.cv_folds)
     if k < 2 or k > len(features):
         raise ValueError(f"cv_folds={k}: needs 2 <= folds <= {len(features)} training samples")
     if task.is_regression:
-        folds = KFold(k, shuffle=True, random_state=config.seed).split(features)
+        folds = list(KFold(k, shuffle=True, random_state=config.seed).split(features))
     else:
-        folds = StratifiedKFold(k, shuffle=True, random_state=config.seed).split(features, labels.reshape(-1))
+        folds = list(StratifiedKFold(k, shuffle=True, random_state=config.seed).split(features, labels.reshape(-1)))
     oof = None
     for fit_idx, held_idx in folds:
         fold_model = copy.deepcopy(model)
@@ -360,7 +365,8 @@ def _closed_form_cv(model, features: np.ndarray, labels: np.ndarray, config: Run
             oof = np.full((len(features), pred.shape[1]), np.nan)
         oof[held_idx] = pred
     truth = labels.reshape(len(labels), -1) if task.is_regression else labels.reshape(-1)
-    return {k_: float(v) for k_, v in compute_metrics(task, oof, truth).items()}
+    metrics = {k_: float(v) for k_, v in compute_metrics(task, oof, truth).items()}
+    return metrics, cross_validated_baselines(task, truth, folds, seed=config.seed)
 
 
 def _world_size(config: RunConfig) -> int:
