@@ -128,6 +128,29 @@ def test_encoder_matches_packed_lstm(bidirectional, layers):
     assert final_full.shape == (5, enc.output_dim)
 
 
+@pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
+def test_encoder_ignores_nan_and_inf_in_padded_steps(bidirectional, layers):
+    """NaN / inf at padded steps change nothing: the same outputs (0 at padded steps) and gradients as zero padding."""
+    torch.manual_seed(1)
+    enc = SequenceEncoder(3, 4, num_layers=layers, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([6, 2, 0, 4])
+    mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
+    clean = torch.randn(4, 6, 3) * mask.unsqueeze(-1)
+    dirty = clean.clone()
+    dirty[~mask] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    dirty.requires_grad_(True)
+    clean.requires_grad_(True)
+    out, final = enc(dirty, mask)
+    ref_out, ref_final = enc(clean, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(final).all()
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(final, ref_final)
+    (g,) = torch.autograd.grad(out.sum() + final.sum(), [dirty])
+    (ref_g,) = torch.autograd.grad(ref_out.sum() + ref_final.sum(), [clean])
+    torch.testing.assert_close(g, ref_g)
+    assert (g[~mask] == 0).all()
+
+
 def test_encoder_state_dict_keys_are_nn_lstm_keys():
     enc = SequenceEncoder(3, 4, num_layers=2, bidirectional=True)
     assert sorted(enc.state_dict()) == sorted(f"lstm.{k}" for k in enc.lstm.state_dict())

@@ -106,7 +106,9 @@ class SequenceEncoder(nn.Module):
             def flip(z: torch.Tensor) -> torch.Tensor:
                 return z.gather(1, order.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
 
-        x = values * m
+        # padding is filled, not multiplied: NaN / inf padding times 0 would stay NaN at the padded steps
+        keep = m.bool()
+        x = torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device))
         for layer in range(self.lstm.num_layers):
             if layer > 0 and self.lstm.dropout > 0:
                 x = nn.functional.dropout(x, self.lstm.dropout, self.training)
