@@ -71,6 +71,17 @@ def test_suite_shares_runs_caches_and_reports(tmp_path, monkeypatch):
     assert third.get("small", "clean")["n"]["mae"] == 2 and any(
         "seed 2" in e for e in third.get("small", "clean")["errors"]
     )
+    # --fresh: the named rows' cached records move aside (never deleted) and those cells train again
+    trained = []
+    monkeypatch.setattr(suite_mod, "_train_and_evaluate", lambda job: trained.append(job.seed) or boom(job))
+    before = sorted(p.name for p in (tmp_path / "cache").glob("*.json"))
+    logs = []
+    run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=logs.append, fresh=["small"])
+    assert sorted(trained) == [0, 1] and any("2 cached record(s) of 1 cell config(s) moved" in m for m in logs)
+    assert sorted(p.name for p in (tmp_path / "cache.stale").glob("*.json")) == before
+    run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=None, fresh=["small"])  # nothing cached to move
+    with pytest.raises(ValueError, match=r"--fresh: no row named \['smal'\]; rows: small"):
+        run_suite(_spec(), out_dir=tmp_path, suite_name="tiny", log=None, fresh=["smal"])
 
 
 def test_config_hash_is_canonical_and_seeded():

@@ -178,7 +178,8 @@ def cmd_benchmark(args) -> int:
             continue
         try:
             result = run_suite(name, preset=args.preset, seeds=args.seeds, jobs=args.jobs, out_dir=out,
-                               launcher=args.launcher, launcher_options=options_from_args(args))
+                               launcher=args.launcher, launcher_options=options_from_args(args),
+                               fresh=[r for r in args.fresh.split(",") if r])
         except Exception as err:  # one broken suite must not stop `all`
             if args.name != "all":
                 raise
@@ -208,6 +209,9 @@ def register_cli(sub) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="cache, runs and per-suite reports (default bench_out)")
     p.add_argument("--docs", default=None, help="results page to write (default docs/results.md)")
     p.add_argument("--skip", default="", help="comma-separated suites to skip with 'all'")
+    p.add_argument("--fresh", default="", metavar="ROWS",
+                   help="comma-separated row names (exact) to run again although cached, e.g. after a code change "
+                        "that alters their results; their old cache records move to OUT/cache.stale/, never deleted")
     p.add_argument("--no-speed", action="store_true", help="with 'all': do not run benchmarks/speed.py")
     add_launcher_arguments(p)
     p.set_defaults(func=cmd_benchmark)

@@ -695,8 +695,11 @@ def run_suite(
     suite_name: str | None = None,
     launcher: str = "local",
     launcher_options=None,
+    fresh: Sequence[str] = (),
 ) -> SuiteResult:
-    """Run (or resume) a suite and write its reports; ``seeds`` is a count or an explicit list."""
+    """Run (or resume) a suite and write its reports; ``seeds`` is a count or an explicit list. Cells whose row is
+    in ``fresh`` run again: their cached records are moved to ``out_dir/cache.stale/`` first (cache keys hold the
+    config and seed, not the code, so a code change that alters results needs this)."""
     start = time.perf_counter()
     if isinstance(name, SuiteSpec):
         spec, name = name, suite_name or "custom"
@@ -707,6 +710,8 @@ def run_suite(
     root = Path(out_dir)
     planned = plan_jobs(spec, seed_list, root)
     log = log or (lambda _msg: None)
+    if fresh:
+        _move_stale(spec, planned, set(fresh), root, log)
     todo = [j for j in planned if _cached(j) is None]
     log(
         f"[{name}] {len(spec.cells)} cells, {len(planned)} training runs ({len(planned) - len(todo)} cached), jobs={jobs}"
@@ -755,6 +760,26 @@ def run_suite(
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
     return result
+
+
+def _move_stale(spec: SuiteSpec, planned: list[Job], rows: set[str], root: Path, log) -> None:
+    unknown = rows - {c.row for c in spec.cells}
+    if unknown:
+        raise ValueError(f"--fresh: no row named {sorted(unknown)}; rows: {', '.join(dict.fromkeys(c.row for c in spec.cells))}")
+    hashes = {config_hash(c.config) for c in spec.cells if c.row in rows}
+    stale = root / "cache.stale"
+    moved = 0
+    for job in planned:
+        path = Path(job.cache_path)
+        if config_hash(job.config) in hashes and path.exists():
+            stale.mkdir(parents=True, exist_ok=True)
+            target = stale / path.name
+            k = 1
+            while target.exists():  # an earlier stale copy of the same cell stays too
+                target, k = stale / f"{path.stem}.{k}{path.suffix}", k + 1
+            path.replace(target)
+            moved += 1
+    log(f"--fresh: {moved} cached record(s) of {len(hashes)} cell config(s) moved to {stale}")
 
 
 def _job_label(config: dict) -> str:
