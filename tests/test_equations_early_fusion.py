@@ -622,3 +622,14 @@ def test_random_baseline_samples_independently_and_its_declared_interface():
     # its inputs are validated like any model's: a missing modality is an error, not ignored
     with pytest.raises(KeyError, match="got no 'visual' input"):
         model({m: x[m] for m in ("text", "audio")})
+
+
+def test_the_axis_mask_is_a_prefix_mask_on_the_lengths_device():
+    from emofusion.models.layers import length_mask
+
+    lengths = torch.tensor([0, 2, 3])
+    want = torch.tensor([[False, False, False], [True, True, False], [True, True, True]])
+    assert torch.equal(length_mask(lengths, 3), want)
+    # the meta device shows a CPU tensor sneaking in (a GPU batch would fail the same way)
+    meta = length_mask(lengths.to("meta"), 3)
+    assert meta.device.type == "meta" and meta.shape == (3, 3) and meta.dtype == torch.bool

@@ -10,6 +10,11 @@ from torch.func import functional_call
 from emofusion.data.batch import ModalityTensor
 
 
+def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, steps]`` prefix mask, True at the first ``lengths[b]`` steps of row b, on the lengths' device."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean over real steps only; an all-padding row gives zeros (not NaN)."""
     m = mask.unsqueeze(-1).to(values.dtype)
