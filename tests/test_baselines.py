@@ -155,3 +155,9 @@ def test_mean_baseline_learns_training_mean():
         loss.backward()
         opt.step()
     assert torch.allclose(model.bias, y.mean(0), atol=0.02)
+
+
+def test_resample_to_lengths_of_a_source_without_steps_is_masked_zeros():
+    # a modality tensor with no columns at all (every sample lacks it) has nothing to gather from
+    out, mask = resample_to_lengths(torch.zeros(2, 0, 3), torch.zeros(2, 0, dtype=torch.bool), torch.tensor([2, 3]), 3)
+    assert out.shape == (2, 3, 3) and torch.all(out == 0) and not mask.any()

@@ -207,6 +207,8 @@ def resample_to_lengths(values: torch.Tensor, mask: torch.Tensor, target_lengths
     ``floor(t * L_src / L_tgt)``, which repeats frames of a slower stream (upsampling) and picks evenly spaced
     frames of a faster one (downsampling). Returns values ``[B, target_steps, D]`` and the target mask.
     """
+    if values.shape[1] == 0:  # nothing to gather from: one zero step, masked (the output is zeros)
+        values, mask = F.pad(values, (0, 0, 0, 1)), F.pad(mask, (0, 1), value=False)
     batch = values.shape[0]
     src_len = mask.sum(1).to(torch.float32)
     t = torch.arange(target_steps, device=values.device, dtype=torch.float32).unsqueeze(0)

@@ -250,11 +250,9 @@ class RMFN(FusionModel):
         steps = int(target.max().item()) if target.numel() else 0
         values, masks = {}, []
         for m in self.modalities:
-            v, mask = inputs[m]
-            if v.shape[1] == 0:  # nothing to gather from: one zero step, masked
-                v, mask = nn.functional.pad(v, (0, 0, 0, 1)), nn.functional.pad(mask, (0, 1), value=False)
-            values[m], new_mask = resample_to_lengths(v, mask, target, steps)
-            masks.append(new_mask)  # all False for a modality without real steps (resample_to_lengths)
+            # all False for a modality without real steps (or without any step)
+            values[m], new_mask = resample_to_lengths(*inputs[m], target, steps)
+            masks.append(new_mask)
         nonempty = lengths > 0
         same = bool(((lengths == target.unsqueeze(0)) | ~nonempty).all())
         return values, torch.stack(masks, dim=0), "given" if same else f"resampled:{self.reference}"
