@@ -688,3 +688,12 @@ def test_random_baseline_gradient_is_exactly_zero():
     assert (pred > 0).any()
     pred.sum().backward()  # a generic training loop runs, and training changes nothing
     assert model.anchor.grad is not None and float(model.anchor.grad) == 0.0
+
+
+def test_random_baseline_identities_are_uniform_in_a_batch_of_one():
+    # the n labels are the first n of a random permutation of the K emotions, drawn per segment: a batch of
+    # one segment (sorting over the batch would always give the first n emotions) chooses each with p = 1/2
+    model = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=5)
+    x = {m: ModalityTensor(torch.zeros(1, 1, d), torch.ones(1, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    chosen = torch.cat([model(x).prediction > 0 for _ in range(700)]).float()
+    assert torch.all((chosen.mean(0) - 0.5).abs() < 0.08), chosen.mean(0)
