@@ -204,3 +204,9 @@ def test_cross_validated_baselines_fit_each_held_out_fold_on_the_other_folds():
     median = np.r_[[-1.0] * 3, [2.0] * 3][:, None]
     assert out["train_median"]["mae"] == pytest.approx(np.abs(median - y).mean())
     assert out["all_zero"]["mae"] == pytest.approx(np.abs(y).mean())
+
+
+def test_resample_to_lengths_of_a_source_without_steps_is_masked_zeros():
+    # a modality tensor with no columns at all (every sample lacks it) has nothing to gather from
+    out, mask = resample_to_lengths(torch.zeros(2, 0, 3), torch.zeros(2, 0, dtype=torch.bool), torch.tensor([2, 3]), 3)
+    assert out.shape == (2, 3, 3) and torch.all(out == 0) and not mask.any()

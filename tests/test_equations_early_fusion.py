@@ -622,3 +622,78 @@ def test_random_baseline_samples_independently_and_its_declared_interface():
     # its inputs are validated like any model's: a missing modality is an error, not ignored
     with pytest.raises(KeyError, match="got no 'visual' input"):
         model({m: x[m] for m in ("text", "audio")})
+
+
+def test_the_axis_mask_is_a_prefix_mask_on_the_lengths_device():
+    from emofusion.models.layers import length_mask
+
+    lengths = torch.tensor([0, 2, 3])
+    want = torch.tensor([[False, False, False], [True, True, False], [True, True, True]])
+    assert torch.equal(length_mask(lengths, 3), want)
+    # the meta device shows a CPU tensor sneaking in (a GPU batch would fail the same way)
+    meta = length_mask(lengths.to("meta"), 3)
+    assert meta.device.type == "meta" and meta.shape == (3, 3) and meta.dtype == torch.bool
+
+
+@pytest.mark.parametrize("name", ["ef_lstm", "ef_cnn"])
+def test_layer_counts_and_dropout_are_validated(name):
+    size = {"channels": 3} if name == "ef_cnn" else {"hidden_dim": 3}
+
+    def make(**opts):
+        return create_model(name, DIMS, TASK, fc_dim=4, **size, **opts)
+
+    with pytest.raises(ValueError, match="num_layers"):
+        make(num_layers=0)
+    with pytest.raises(ValueError, match="fc_layers"):
+        make(fc_layers=-1)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="dropout"):
+            make(dropout=bad)
+    # fc_layers=0: the linear output layer only; counts given as strings (CLI overrides) are integers
+    assert [type(m).__name__ for m in make(fc_layers=0).head.net] == ["Linear"]
+    model = make(num_layers="2", fc_layers="2")
+    assert model.num_layers == 2 and model.fc_layers == 2
+    assert sum(type(m).__name__ == "Linear" for m in model.head.net) == 3
+
+
+def test_network_defaults_are_section_4s():
+    import inspect
+
+    from emofusion.models.early_fusion import _EarlyFusionNet
+
+    p = inspect.signature(_EarlyFusionNet.__init__).parameters
+    got = {k: p[k].default for k in ("maxlen", "num_layers", "fc_layers", "fc_dim", "dropout", "batch_norm")}
+    assert got == {"maxlen": 20, "num_layers": 1, "fc_layers": 1, "fc_dim": 100, "dropout": 0.1, "batch_norm": True}
+
+
+@pytest.mark.parametrize("name", ["ef_lstm", "ef_cnn"])
+def test_intensity_outputs_are_the_head_clamped_to_0_3(name):
+    torch.manual_seed(1)
+    size = {"channels": 3} if name == "ef_cnn" else {"hidden_dim": 3}
+    model = prepare(create_model(name, DIMS, emotion_intensity_task(), fc_dim=4, dropout=0.0, **size))
+    with torch.no_grad():
+        model.head.net[-1].bias.copy_(torch.tensor([-5.0, -1.0, 0.5, 1.5, 4.0, 8.0]))
+    x = inputs()
+    fused, mask = model.fusion(model.check_inputs(x), model.absent_flags)
+    summary, _ = model.summarize(fused, mask)
+    raw = model.head(summary)
+    assert (raw < 0).any() and (raw > 3).any() and ((raw > 0) & (raw < 3)).any()
+    torch.testing.assert_close(model(x).prediction, raw.clamp(0.0, 3.0))
+
+
+def test_random_baseline_gradient_is_exactly_zero():
+    model = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=0)
+    x = {m: ModalityTensor(torch.zeros(8, 1, d), torch.ones(8, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    pred = model(x).prediction
+    assert (pred > 0).any()
+    pred.sum().backward()  # a generic training loop runs, and training changes nothing
+    assert model.anchor.grad is not None and float(model.anchor.grad) == 0.0
+
+
+def test_random_baseline_identities_are_uniform_in_a_batch_of_one():
+    # the n labels are the first n of a random permutation of the K emotions, drawn per segment: a batch of
+    # one segment (sorting over the batch would always give the first n emotions) chooses each with p = 1/2
+    model = create_model("random_baseline", DIMS, emotion_intensity_task(), seed=5)
+    x = {m: ModalityTensor(torch.zeros(1, 1, d), torch.ones(1, 1, dtype=torch.bool)) for m, d in DIMS.items()}
+    chosen = torch.cat([model(x).prediction > 0 for _ in range(700)]).float()
+    assert torch.all((chosen.mean(0) - 0.5).abs() < 0.08), chosen.mean(0)

@@ -11,6 +11,7 @@ import torch
 
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
+from emofusion.models.rrnn import GlobalContextAttention
 from emofusion.tasks import classification_task
 
 DIMS = {"text": 5, "audio": 4, "visual": 3}
@@ -40,7 +41,8 @@ def sig(x):
 def reference(model, x):
     """Literal eq. 4-13 for each sample."""
     mods = list(DIMS)
-    enc = {m: model.encoders[m](*x[m])[0] for m in mods}
+    # dropout (an identity in eval mode) acts on each view's encoder output H_s and on m(tau) before the head
+    enc = {m: model.dropout(model.encoders[m](*x[m])[0]) for m in mods}
     preds, memories, attentions = [], [], {m: [] for m in mods}
     gates = {"view": {m: [] for m in mods}, "context": [], "update": []}
     for b in range(3):
@@ -94,7 +96,7 @@ def reference(model, x):
             else:
                 mem = torch.tanh(lin(model.update, torch.cat([mem, w])))  # GCA
             mems.append(mem)
-        preds.append(model.head(mem[None])[0])
+        preds.append(model.head(model.dropout(mem[None]))[0])
         memories.append(torch.stack(mems))
         for m in mods:
             attentions[m].append(att_b[m])
@@ -112,6 +114,7 @@ CASES = [
     dict(name="rrnn", heads=2, tie_hops=True),
     dict(name="rrnn", attend_over="features", view_gates=False),
     dict(name="rrnn", context_gate=False, update_gate=False, memory_init="zeros"),
+    dict(name="rrnn", attention_dim=4),
 ]
 
 
@@ -126,6 +129,8 @@ def test_forward_equals_literal_equations(case):
         for n, p in model.named_parameters():
             if not n.startswith("encoders"):
                 p.mul_(2.5)
+    # the alignment space W1 h, W2 m has attention_dim rows (default D)
+    assert model.attention["audio"][0].w1.out_features == case.get("attention_dim", model.dim)
     x = inputs()
     out = model(x)
     pred, mem, att, gates = reference(model, x)
@@ -198,3 +203,71 @@ def test_frontend_attention_is_reported_over_the_input_frames():
         for k in range(0, L - 1, 2):
             torch.testing.assert_close(att["audio"][b, :, k], att["audio"][b, :, k + 1])
     assert att["text"].shape == (3, 2, x["text"][0].shape[1])
+
+
+class FixedDropout(torch.nn.Module):
+    """One fixed dropout draw (p = 0.5, inverted scaling) per feature: deterministic, so the literal reference
+    can apply the same one and the sites where dropout acts are pinned."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("keep", torch.tensor([2.0, 0.0, 2.0, 2.0, 0.0, 2.0][:dim]))
+
+    def forward(self, x):
+        return x * self.keep
+
+
+def test_dropout_acts_on_every_encoder_output_and_on_the_final_memory():
+    torch.manual_seed(3)
+    model = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2, decoder_dim=5, dropout=0.0).eval()
+    x = inputs()
+    plain = model(x).prediction
+    model.dropout = FixedDropout(model.dim)
+    out = model(x)
+    pred, mem, _att, _gates = reference(model, x)
+    torch.testing.assert_close(out.extras["memory"], mem, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.prediction, pred, atol=1e-5, rtol=1e-4)
+    assert (out.prediction - plain).abs().max() > 1e-3  # the draw matters, so each site is seen
+
+
+def test_attention_block_defaults_to_one_head_over_time():
+    torch.manual_seed(0)
+    att = GlobalContextAttention(6, 4)
+    assert att.w3.out_features == 1 and (att.kind, att.over) == ("multiplicative", "time")
+    g = torch.Generator().manual_seed(2)
+    h, memory = torch.randn(2, 5, 6, generator=g), torch.randn(2, 6, generator=g)
+    mask = torch.arange(5)[None] < torch.tensor([5, 3])[:, None]
+    context, alpha = att(h, mask, memory)
+    assert context.shape == (2, 6) and alpha.shape == (2, 1, 5)
+    for b, n in enumerate([5, 3]):
+        e = torch.exp(torch.stack([att.w3.weight[0] @ (torch.tanh(att.w1.weight @ h[b, k])
+                                                        * torch.tanh(att.w2.weight @ memory[b])) for k in range(n)]))
+        torch.testing.assert_close(alpha[b, 0, :n], e / e.sum())
+        torch.testing.assert_close(context[b], sum((e / e.sum())[k] * h[b, k] for k in range(n)))
+
+
+def test_library_default_sizes():
+    import inspect
+
+    from emofusion.models.rrnn import RRNN
+
+    p = inspect.signature(RRNN.__init__).parameters
+    got = {k: p[k].default for k in ("encoder_dim", "encoder_layers", "attention_dim", "decoder_dim", "dropout")}
+    # small library defaults (the paper's configs set 2 x 512, configs/rrnn_mosei.yaml)
+    assert got == {"encoder_dim": 64, "encoder_layers": 1, "attention_dim": None, "decoder_dim": 64, "dropout": 0.1}
+
+
+def test_encoders_are_registered_submodules():
+    model = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2)
+    names = {n for n, _ in model.named_parameters()}
+    assert all(any(n.startswith(f"encoders.{m}.") for n in names) for m in DIMS)  # trained, saved, moved
+
+
+def test_feature_attention_with_a_frontend_is_over_the_features():
+    torch.manual_seed(3)
+    model = create_model("rrnn", DIMS, TASK, encoder_dim=3, hops=2, decoder_dim=0, dropout=0.0,
+                         attend_over="features", frontend={"audio": 2}).eval()
+    att = model(inputs()).extras["attention"]
+    for m in DIMS:  # [B, hops, D]: a distribution over the D features, nothing to map back onto frames
+        assert att[m].shape == (3, 2, model.dim)
+        torch.testing.assert_close(att[m].sum(-1), torch.ones(3, 2))

@@ -26,7 +26,7 @@ from torch import nn
 
 from emofusion.data.batch import ModelInputs
 from emofusion.models.base import FusionModel, ModelOutput
-from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder, masked_max
+from emofusion.models.layers import SafeBatchNorm1d, SequenceEncoder, length_mask, masked_max
 from emofusion.models.registry import register_model
 from emofusion.tasks import TaskSpec
 
@@ -141,7 +141,7 @@ class InputFusion(nn.Module):
             # already on the reference axis (aligned data): use the steps as they are
             parts.append(values[:, :steps] if same else overlap_resample(values, mask, ref_len, steps))
         fused = torch.cat(parts, dim=-1)
-        mask = torch.arange(steps, device=fused.device).unsqueeze(0) < ref_len.unsqueeze(1)
+        mask = length_mask(ref_len, steps)
         if self.mask_zero_steps:
             # Keras Masking(mask_value=0): a step whose features are all zero is no evidence
             mask = mask & (fused != 0).any(-1)

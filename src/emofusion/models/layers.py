@@ -10,6 +10,11 @@ from torch.func import functional_call
 from emofusion.data.batch import ModalityTensor
 
 
+def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, steps]`` prefix mask, True at the first ``lengths[b]`` steps of row b, on the lengths' device."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean over real steps only; an all-padding row gives zeros (not NaN)."""
     m = mask.unsqueeze(-1).to(values.dtype)
@@ -204,6 +209,8 @@ def resample_to_lengths(values: torch.Tensor, mask: torch.Tensor, target_lengths
     ``floor(t * L_src / L_tgt)``, which repeats frames of a slower stream (upsampling) and picks evenly spaced
     frames of a faster one (downsampling). Returns values ``[B, target_steps, D]`` and the target mask.
     """
+    if values.shape[1] == 0:  # nothing to gather from: one zero step, masked (the output is zeros)
+        values, mask = F.pad(values, (0, 0, 0, 1)), F.pad(mask, (0, 1), value=False)
     batch = values.shape[0]
     src_len = mask.sum(1).to(torch.float32)
     t = torch.arange(target_steps, device=values.device, dtype=torch.float32).unsqueeze(0)

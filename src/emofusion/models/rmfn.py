@@ -245,20 +245,14 @@ class RMFN(FusionModel):
                 values[m] = nn.functional.pad(v, (0, 0, 0, pad))
                 masks.append(nn.functional.pad(mask, (0, pad), value=False))
             return values, torch.stack(masks, dim=0), "index"
-        ref_len = (
-            lengths[self.modalities.index(self.reference)] if self.reference in self.modalities else None
-        )
-        target = lengths.max(0).values
-        if ref_len is not None:
-            target = torch.where(ref_len > 0, ref_len, target)
+        ref_len = lengths[self.modalities.index(self.reference)]  # the reference is always a modality
+        target = torch.where(ref_len > 0, ref_len, lengths.max(0).values)
         steps = int(target.max().item()) if target.numel() else 0
         values, masks = {}, []
-        for i, m in enumerate(self.modalities):
-            v, mask = inputs[m]
-            if v.shape[1] == 0:  # nothing to gather from: one zero step (masked out below)
-                v, mask = nn.functional.pad(v, (0, 0, 0, 1)), nn.functional.pad(mask, (0, 1), value=False)
-            values[m], new_mask = resample_to_lengths(v, mask, target, steps)
-            masks.append(new_mask & (lengths[i] > 0).unsqueeze(1))
+        for m in self.modalities:
+            # all False for a modality without real steps (or without any step)
+            values[m], new_mask = resample_to_lengths(*inputs[m], target, steps)
+            masks.append(new_mask)
         nonempty = lengths > 0
         same = bool(((lengths == target.unsqueeze(0)) | ~nonempty).all())
         return values, torch.stack(masks, dim=0), "given" if same else f"resampled:{self.reference}"
@@ -286,14 +280,14 @@ class RMFN(FusionModel):
             h = torch.where(m_t, h_new, h)
             c = torch.where(m_t, c_new, c)
             if self.mfp:
-                h_cat = h.transpose(0, 1).reshape(batch, -1)
+                h_cat = h.transpose(0, 1).reshape(batch, n * self.hidden_dim)
                 z_new, a = self.fusion(h_cat)
                 live = time_mask[:, t].unsqueeze(-1)
                 z = torch.where(live, z_new, z)
                 zs.append(z)
                 if a is not None:
                     attn.append(a * live.unsqueeze(-1).to(a.dtype))
-        h_final = h.transpose(0, 1).reshape(batch, -1)  # held states = each modality's last real step
+        h_final = h.transpose(0, 1).reshape(batch, n * self.hidden_dim)  # held states = each modality's last real step
         rep = torch.cat([h_final, z], dim=-1) if self.mfp else h_final
         pred = self.bound_output(self.head(self.dropout(rep)))
         extras: dict[str, object] = {
