@@ -477,7 +477,7 @@ class DeltaAttention(FusionModel):
                 extras["cca_correlation"] = corr.detach()
                 if self.cca_weight > 0:
                     aux["cca"] = -self.cca_weight * corr
-        if self.recon_weight > 0 and hasattr(self, "dcca_dec"):
+        if self.recon_weight > 0:  # the decoders exist exactly then (built with the DCCA encoders)
             errs = []
             for m in self.modalities:
                 rec = self.dcca_dec[m](yhats[m], masks[m])
