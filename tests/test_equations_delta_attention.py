@@ -597,13 +597,15 @@ def test_utterance_and_frame_pairing_literal():
             rows += [yhats[m][b, t * lm // n] for t in range(n)]
         torch.testing.assert_close(v, torch.stack(rows))
     # a sample missing a modality (absent="zeros") has no common frame: only the other sample's frames count
-    empty = dict(masks)
-    empty["visual"] = masks["visual"].clone()
-    empty["visual"][0] = False
-    views = fr.cca_views(yhats, empty)
+    # (whichever modality it misses)
     n1 = max(LENGTHS[k][1] for k in DIMS)
-    assert all(v.shape == (n1, 3) for v in views)
-    torch.testing.assert_close(views[0], torch.stack([yhats["text"][1, t * 2 // n1] for t in range(n1)]))
+    for gone in DIMS:
+        empty = dict(masks)
+        empty[gone] = masks[gone].clone()
+        empty[gone][0] = False
+        views = fr.cca_views(yhats, empty)
+        assert all(v.shape == (n1, 3) for v in views), gone
+        torch.testing.assert_close(views[1], torch.stack([yhats["audio"][1, t * 5 // n1] for t in range(n1)]))
     # an empty batch gives empty views
     none = fr.cca_views({m: torch.zeros(0, 0, 3) for m in DIMS}, {m: torch.zeros(0, 0, dtype=torch.bool) for m in DIMS})
     assert all(v.shape == (0, 3) for v in none)
@@ -692,3 +694,7 @@ def test_merge_by_id_joins_each_modalitys_stage_outputs():
         assert float(s.features["audio"][0, 0]) == a and float(s.features["visual"][0, 0]) == v
     with pytest.raises(KeyError, match="'b' is missing"):
         _merge_by_id([part("text", ["a", "b"]), part("audio", ["a"])])
+    # a duplicated id would silently give both samples one of the two feature sets
+    for dup in ([part("text", ["a", "a"]), part("audio", ["a", "b"])], [part("text", ["a", "b"]), part("audio", ["b", "b"])]):
+        with pytest.raises(ValueError, match="'.' appears twice"):
+            _merge_by_id(dup)
