@@ -75,7 +75,8 @@ def layer_norm(ln, x):
     return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
 
 
-def reference(model, x):
+def reference(model, x, drop=1.0):
+    """``drop``: the factor of a :class:`Times` stand-in for the model's dropout module (1: none)."""
     preds, ys_all, yhat_all = [], [], []
     for b in range(2):
         ys, yhats = {}, {}
@@ -93,7 +94,7 @@ def reference(model, x):
         k = fused @ mha.k_proj.weight.T + mha.k_proj.bias
         v = fused @ mha.v_proj.weight.T + mha.v_proj.bias
         a = torch.softmax(q @ k.T / math.sqrt(mha.head_dim), -1)
-        z = layer_norm(model.fused_norm, (a @ v) @ mha.out_proj.weight.T + mha.out_proj.bias + skip)
+        z = layer_norm(model.fused_norm, drop * ((a @ v) @ mha.out_proj.weight.T + mha.out_proj.bias) + skip)
         pooled, start = [], 0
         for m in DIMS:
             L = LENGTHS[m][b]
@@ -108,8 +109,8 @@ def reference(model, x):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"fused_pooling": "sequence", "window": "inf"}, {"use_delta": False}],
-    ids=["window2", "unlimited-window", "no-delta"],
+    "options", [{}, {"fused_pooling": "sequence", "window": "inf"}, {"use_delta": False}, {"d_k": 4, "window": 0}],
+    ids=["window2", "unlimited-window", "no-delta", "d_k-not-d_ch-over-heads-window0"],
 )
 def test_forward_equals_literal_equations(options):
     torch.manual_seed(5)
@@ -127,6 +128,15 @@ def test_forward_equals_literal_equations(options):
             torch.testing.assert_close(out.extras["representations"][m][b, :L], ys[b][m], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(out.extras["correlated"][m][b, :L], yhats[b][m], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.prediction, pred, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_dropout_acts_on_the_attention_term_before_the_skip():
+    torch.manual_seed(5)
+    model = create_model("delta_attention", DIMS, TASK, **SMALL).eval()
+    model.dropout = Times(2.5)
+    x = inputs(seed=3)
+    pred, _, _ = reference(model, x, drop=2.5)
+    torch.testing.assert_close(model(x).prediction, pred, atol=1e-5, rtol=1e-4)
 
 
 def test_relative_position_term_is_scaled_and_signed():
@@ -211,9 +221,22 @@ def test_staged_inputs_split_correlated_and_representation():
     assert torch.all(out.extras["representations"]["audio"][0, 3] == 0)
 
 
+class Times(torch.nn.Module):
+    """Stands in for a dropout module: multiplies by ``c`` (what dropout does to every unit it keeps), so the
+    literal equations can show where the dropout acts."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return self.c * x
+
+
 def test_extra_layers_are_post_norm_transformer_layers():
     torch.manual_seed(6)
     model = create_model("delta_attention", DIMS, TASK, **{**SMALL, "num_layers": 2}).eval()
+    model.unimodal["audio"].dropout = Times(1.5)  # on the attention and the feed-forward terms
     x = inputs(seed=1)
     ys = model(x).extras["representations"]
     for b in range(2):
@@ -221,10 +244,10 @@ def test_extra_layers_are_post_norm_transformer_layers():
         enc = model.unimodal["audio"]
         h = conv(enc.conv, x["audio"][0][b, :L])
         blk = enc.blocks[0]
-        h = layer_norm(blk["norm1"], h + delta_attention(blk["attn"], h))
+        h = layer_norm(blk["norm1"], h + 1.5 * delta_attention(blk["attn"], h))
         ff = blk["ff"]
         f = torch.relu(h @ ff[0].weight.T + ff[0].bias) @ ff[2].weight.T + ff[2].bias
-        h = layer_norm(blk["norm2"], h + f)
+        h = layer_norm(blk["norm2"], h + 1.5 * f)
         want = layer_norm(enc.norm, delta_attention(enc.final, h))
         torch.testing.assert_close(ys["audio"][b, :L], want, atol=1e-5, rtol=1e-4)
 
@@ -239,6 +262,10 @@ def test_every_encoder_option_reaches_the_encoders():
         assert enc.final.attn.num_heads == 3 and enc.final.attn.head_dim == 2 and enc.final.d_k == 2
         assert enc.norm.normalized_shape == (7,) and enc.final.window == 3 and enc.final.max_offset == 3
         assert len(enc.blocks) == 1 and enc.dropout.p == 0.3 and enc.final.rel_pos is not None
+        # the dropout option reaches every attention (eq. 10-12 layers and the extra layers) and the conv bias is on
+        assert enc.final.attn.dropout == 0.3 and enc.blocks[0]["attn"].attn.dropout == 0.3
+        assert enc.conv.conv.bias is not None
+    assert model.fused_attn.dropout == 0.3 and model.dropout.p == 0.3
     inf = create_model("delta_attention", DIMS, TASK, **{**opts, "window": "inf", "use_delta": False})
     assert inf.unimodal["audio"].final.window is None and inf.unimodal["audio"].final.max_offset == 9
     assert inf.unimodal["audio"].final.rel_pos is None
@@ -389,3 +416,285 @@ def test_staged_inputs_ignore_nan_and_inf_padding_in_outputs_and_gradients(stage
     for name, grad in runs[1][1].items():
         assert torch.isfinite(grad).all(), name
         torch.testing.assert_close(grad, runs[0][1][name], msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# session 8 (complete mutant set of delta_attention.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_window_values():
+    from emofusion.models.delta_attention import _parse_window
+
+    assert _parse_window(3) == 3 and _parse_window("3") == 3 and _parse_window(2.0) == 2
+    assert _parse_window(0) == 0 and _parse_window(0.0) == 0  # a window of 0: every step attends to itself
+    for unlimited in (None, "inf", "None", "FULL", float("inf")):
+        assert _parse_window(unlimited) is None
+    with pytest.raises(ValueError, match=">= 0"):
+        _parse_window(-1)
+
+
+def test_delta_self_attention_defaults_init_and_weights_only_on_request():
+    from emofusion.models.delta_attention import DeltaSelfAttention
+
+    att = DeltaSelfAttention(6)
+    mha = att.attn
+    assert mha.num_heads == 4 and mha.head_dim == 6 and mha.value_head_dim == 6 and mha.out_proj.out_features == 6
+    assert att.window is None and att.max_offset == 32 and att.rel_pos.shape == (6, 65) and mha.dropout == 0.0
+    # W_RelPos starts as N(0, 1 / d_ch): 64 x 65 draws give its standard deviation to within ~1 %
+    torch.manual_seed(0)
+    big = DeltaSelfAttention(64, window=None)
+    assert 0.95 / 8 < float(big.rel_pos.std()) < 1.05 / 8
+    x = torch.randn(2, 5, 6)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    out, w = att(x, mask)
+    assert w is None and out.shape == (2, 5, 6)
+    out2, w2 = att(x, mask, need_weights=True)
+    torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-5)
+    assert w2.shape == (2, 4, 5, 5)
+
+
+def test_encoder_weights_per_layer_padded_zeros_and_conv_stack_default():
+    from emofusion.models.delta_attention import ConvStack, DeltaEncoder
+
+    torch.manual_seed(3)
+    enc = DeltaEncoder(4, d_ch=6, d_out=5, num_heads=2, d_k=3, window=2, num_layers=3, dropout=0.0).eval()
+    x = torch.randn(2, 6, 4)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    y, ws = enc(x, mask)
+    assert ws == [None, None, None]
+    assert torch.all(y[1, 4:] == 0) and torch.all(y[mask] != 0)  # Y_M is zero at padded steps
+    _, ws = enc(x, mask, True)
+    assert len(ws) == 3 and all(w.shape == (2, 2, 6, 6) for w in ws)
+    assert not torch.allclose(ws[1], ws[2])
+    stack = ConvStack(2, 3, 4)
+    assert stack.first.conv.kernel_size == (3,) and stack.second.conv.kernel_size == (3,)
+
+
+def test_returned_attention_of_three_layers_and_the_fused_attention():
+    torch.manual_seed(8)
+    model = create_model("delta_attention", DIMS, TASK, **{**SMALL, "num_layers": 3, "return_attention": True}).eval()
+    x = inputs(seed=4)
+    out = model(x)
+    for m in DIMS:
+        _, ws = model.unimodal[m](x[m][0], x[m][1], True)
+        torch.testing.assert_close(out.extras["delta_attention"][m], ws[2])
+        assert not torch.allclose(out.extras["delta_attention"][m], ws[1])
+    # the fused attention's weights: softmax(Q K^T / sqrt(d)) over the real steps of the fused sequence
+    w = out.extras["fused_attention"]
+    yh = out.extras["correlated"]
+    mha = model.fused_attn
+    for b in range(2):
+        fused = torch.cat([yh[m][b, : LENGTHS[m][b]] for m in DIMS])
+        q = fused @ mha.q_proj.weight.T + mha.q_proj.bias
+        k = fused @ mha.k_proj.weight.T + mha.k_proj.bias
+        want = torch.softmax(q @ k.T / math.sqrt(mha.head_dim), -1)
+        real = torch.cat([x[m][1][b] for m in DIMS])
+        got = w[b, 0][real][:, real]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    plain = create_model("delta_attention", DIMS, TASK, **SMALL).eval()(x)
+    assert "delta_attention" not in plain.extras and "fused_attention" not in plain.extras
+
+
+def test_fuse_zeroes_padded_steps_and_returns_weights_only_on_request():
+    torch.manual_seed(9)
+    model = create_model("delta_attention", DIMS, TASK, **SMALL).eval()
+    x = inputs(seed=5)
+    masks = {m: x[m][1] for m in DIMS}
+    ys, _ = model.encode_unimodal(x)
+    yhats = model.encode_dcca(ys, masks)
+    z, mask, w = model.fuse(yhats, ys, masks)
+    assert w is None and torch.equal(mask, torch.cat([masks[m] for m in DIMS], 1))
+    assert torch.all(z[~mask] == 0) and torch.all(z[mask] != 0)
+    assert model.fuse(yhats, ys, masks, need_weights=True)[2].shape == (2, 1, mask.shape[1], mask.shape[1])
+
+
+def test_correlations_regularise_in_float64_on_the_inputs_device():
+    from emofusion.models.delta_attention import correlations_from_covariances
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(40, 2, generator=g, dtype=torch.float64)
+    b = b + a[:, :2]
+    s11, s22, s12 = a.T @ a / 39, b.T @ b / 39, a.T @ b / 39
+    eps = 1 / 3  # not a float32 number: a float32 identity would round it
+    got = correlations_from_covariances(s11, s22, s12, eps)
+    want = correlations_from_covariances(s11 + eps * torch.eye(3, dtype=torch.float64),
+                                         s22 + eps * torch.eye(2, dtype=torch.float64), s12, 0.0)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-14)
+    meta = correlations_from_covariances(s11.to("meta"), s22.to("meta"), s12.to("meta"))
+    assert meta.device.type == "meta" and meta.shape == (2,)
+
+
+def test_canonical_correlations_need_two_samples():
+    from emofusion.models.delta_attention import canonical_correlations
+
+    two = canonical_correlations(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([[0.0], [2.0]]), eps=1e-6)
+    assert two.shape == (1,) and float(two[0]) > 0.99  # two points always correlate perfectly
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        canonical_correlations(torch.ones(1, 2), torch.ones(1, 1))
+
+
+def test_running_cca_defaults_state_and_small_batches():
+    from emofusion.models.delta_attention import RunningCCA, canonical_correlations
+
+    cca = RunningCCA(2, 3)
+    assert cca.momentum == 0.9 and cca.eps == 1e-3
+    # the running sums are not saved (a fresh estimate builds up in a few steps)
+    assert not any(k.startswith(("c11", "c22", "c12", "n_")) for k in cca.state_dict())
+    model = create_model("delta_attention", DIMS, TASK, **SMALL)
+    assert not [k for k in model.state_dict() if k.startswith("cca.")]
+    g = torch.Generator().manual_seed(1)
+    v1, v2 = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    # exactly two samples (momentum 0) are enough for a correlation
+    plain = RunningCCA(2, 3, momentum=0.0).train()
+    torch.testing.assert_close(plain([v1, v2]), canonical_correlations(v1, v2).mean())
+    assert all(torch.all(getattr(plain, f"{n}_0") == 0) for n in ("c11", "c22", "c12", "n"))  # keeps no state
+    # one sample: nothing to correlate yet (0); no pair of views: 0
+    assert float(RunningCCA(2, 3).train()([v1[:1], v2[:1]])) == 0.0
+    assert float(RunningCCA(1, 3)([v1])) == 0.0
+
+
+def test_model_defaults_of_the_dcca_and_encoder_options():
+    from emofusion.tasks import emotion_intensity_task
+
+    m = create_model("delta_attention", DIMS, emotion_intensity_task())
+    assert m.dcca_enc["audio"].first.conv.out_channels == 32 and m.dcca_enc["audio"].second.conv.out_channels == 16
+    assert m.dcca_task_grad is True and not m.return_attention and not hasattr(m, "dcca_dec")
+    assert m.unimodal["audio"].final.attn.head_dim == 64
+    inf = create_model("delta_attention", DIMS, emotion_intensity_task(), window="inf")
+    assert inf.unimodal["audio"].final.max_offset == 32 and inf.unimodal["audio"].final.rel_pos.shape == (64, 65)
+    rec = create_model("delta_attention", DIMS, TASK, **{**SMALL, "recon_weight": 0.5})
+    names = [n for n, _ in rec.named_parameters()]
+    assert any(n.startswith("dcca_dec.text.") for n in names)  # the decoders are trained parameters
+
+
+def test_eq17_needs_segment_level_intensities():
+    from emofusion.tasks import MOSEI_EMOTIONS, TaskSpec
+
+    seq = TaskSpec("emotion_intensity", tuple(MOSEI_EMOTIONS), label_range=(0.0, 3.0), sequence_labels=True)
+    with pytest.raises(ValueError, match="segment-level"):
+        create_model("delta_attention", DIMS, seq, eq17=True, **SMALL)
+
+
+def test_utterance_and_frame_pairing_literal():
+    torch.manual_seed(10)
+    x = inputs(seed=6)
+    masks = {m: x[m][1] for m in DIMS}
+    g = torch.Generator().manual_seed(2)
+    yhats = {m: torch.randn(2, x[m][0].shape[1], 3, generator=g) for m in DIMS}
+    utt = create_model("delta_attention", DIMS, TASK, **{**SMALL, "cca_pairing": "utterance"})
+    views = utt.cca_views(yhats, masks)
+    for v, m in zip(views, DIMS):
+        want = torch.stack([yhats[m][b, : LENGTHS[m][b]].mean(0) for b in range(2)])
+        torch.testing.assert_close(v, want)
+    fr = create_model("delta_attention", DIMS, TASK, **SMALL)  # frames: the default
+    views = fr.cca_views(yhats, masks)
+    for v, m in zip(views, DIMS):
+        rows = []
+        for b in range(2):
+            n = max(LENGTHS[k][b] for k in DIMS)  # the sample's longest modality
+            lm = LENGTHS[m][b]
+            rows += [yhats[m][b, t * lm // n] for t in range(n)]
+        torch.testing.assert_close(v, torch.stack(rows))
+    # a sample missing a modality (absent="zeros") has no common frame: only the other sample's frames count
+    # (whichever modality it misses)
+    n1 = max(LENGTHS[k][1] for k in DIMS)
+    for gone in DIMS:
+        empty = dict(masks)
+        empty[gone] = masks[gone].clone()
+        empty[gone][0] = False
+        views = fr.cca_views(yhats, empty)
+        assert all(v.shape == (n1, 3) for v in views), gone
+        torch.testing.assert_close(views[1], torch.stack([yhats["audio"][1, t * 5 // n1] for t in range(n1)]))
+    # an empty batch gives empty views
+    none = fr.cca_views({m: torch.zeros(0, 0, 3) for m in DIMS}, {m: torch.zeros(0, 0, dtype=torch.bool) for m in DIMS})
+    assert all(v.shape == (0, 3) for v in none)
+
+
+def test_cca_objective_with_two_one_and_no_common_frames():
+    torch.manual_seed(11)
+    opts = {**SMALL, "cca_weight": 0.1}
+    two = create_model("delta_attention", {"text": 5, "audio": 4}, TASK, **opts).train()
+    x = inputs(seed=7)
+    out = two({m: x[m] for m in ("text", "audio")})
+    assert "cca" in out.aux_losses and "cca_correlation" in out.extras  # two modalities are enough
+    one = create_model("delta_attention", {"audio": 4}, TASK, **opts).train()
+    out = one({"audio": x["audio"]})
+    assert "cca" not in out.aux_losses and "cca_correlation" not in out.extras
+    # after a batch has filled the running sums, a batch with a single common frame still gets a gradient
+    model = create_model("delta_attention", DIMS, TASK, absent="zeros", **opts).train()
+    model(x)
+    single = {m: (v[:1, :1], mk[:1, :1]) for m, (v, mk) in x.items()}
+    out = model(single)
+    assert out.aux_losses["cca"].requires_grad and float(out.extras["cca_correlation"]) > 0
+    # no common frame at all (every sample lacks visual frames): no CCA term
+    noframe = dict(x)
+    noframe["visual"] = (x["visual"][0], torch.zeros_like(x["visual"][1]))
+    out = model(noframe)
+    assert "cca" not in out.aux_losses and "cca_correlation" not in out.extras
+
+
+def test_dcca_task_gradient_option():
+    torch.manual_seed(12)
+    x = inputs()
+    for flag in (True, False):
+        model = create_model("delta_attention", DIMS, TASK, variant="dcca", **{**SMALL, "dcca_task_grad": flag})
+        model(x).prediction.sum().backward()
+        g = model.dcca_enc["audio"].first.conv.weight.grad
+        assert (g is not None and float(g.abs().sum()) > 0) == flag
+        assert model.dcca_head.weight.grad is not None
+
+
+def test_representation_stage_zeroes_padded_inputs():
+    torch.manual_seed(13)
+    d = {"text": 5, "audio": 5}
+    model = create_model("delta_attention", d, TASK, input_stage="representation", **SMALL).eval()
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    v = {m: torch.randn(2, 4, 5, generator=g) for m in d}
+    out = model({m: ModalityTensor(v[m], mask) for m in d})
+    for m in d:
+        torch.testing.assert_close(out.extras["representations"][m][mask], v[m][mask])
+        assert torch.all(out.extras["representations"][m][0, 3] == 0)
+
+
+def test_saved_stage_dataset_names_task_and_source(tmp_path):
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.data.registry import load_dataset
+    from emofusion.models.delta_attention import save_stage_outputs
+    from emofusion.tasks import TaskSpec
+
+    rec = {s: [Sample(f"{s}0", {"text": np.zeros((2, 3), np.float32)}, np.array([0], np.int64), "spk")]
+           for s in ("train", "val", "test")}
+    path = save_stage_outputs(tmp_path / "stage.pt", TASK, {"text": 3}, rec)
+    bundle = load_dataset(f"paper002-saved:{path}")
+    assert isinstance(bundle.task, TaskSpec) and bundle.task == TASK
+    assert bundle.train.name == "paper002-saved/train" and bundle.test.name == "paper002-saved/test"
+    assert bundle.info == {"source": str(path)} and bundle.name == f"paper002-saved:{path}"
+
+
+def test_merge_by_id_joins_each_modalitys_stage_outputs():
+    import numpy as np
+
+    from emofusion.data.batch import Sample
+    from emofusion.models.delta_attention import _merge_by_id
+
+    def part(m, ids):
+        return [Sample(i, {m: np.full((1, 2), k, np.float32)}, np.array([k]), f"spk{i}", f"c{i}")
+                for k, i in enumerate(ids)]
+
+    merged = _merge_by_id([part("text", ["a", "b", "c"]), part("audio", ["c", "a", "b"]), part("visual", ["b", "c", "a"])])
+    assert [s.id for s in merged] == ["a", "b", "c"]  # the first part's order
+    assert [(s.speaker, s.conversation, int(s.label[0])) for s in merged] == [("spka", "ca", 0), ("spkb", "cb", 1),
+                                                                             ("spkc", "cc", 2)]
+    for s, a, v in zip(merged, (1, 2, 0), (2, 0, 1)):
+        assert sorted(s.features) == ["audio", "text", "visual"]
+        assert float(s.features["audio"][0, 0]) == a and float(s.features["visual"][0, 0]) == v
+    with pytest.raises(KeyError, match="'b' is missing"):
+        _merge_by_id([part("text", ["a", "b"]), part("audio", ["a"])])
+    # a duplicated id would silently give both samples one of the two feature sets
+    for dup in ([part("text", ["a", "a"]), part("audio", ["a", "b"])], [part("text", ["a", "b"]), part("audio", ["b", "b"])]):
+        with pytest.raises(ValueError, match="'.' appears twice"):
+            _merge_by_id(dup)

@@ -36,6 +36,7 @@ from emofusion.data.batch import ModelInputs, Sample
 from emofusion.data.collate import collate_samples
 from emofusion.data.dataset import DatasetBundle, SampleDataset
 from emofusion.data.registry import register_dataset
+from emofusion.data.validation import check_unique_ids
 from emofusion.models.attention import MultiHeadAttention, window_mask
 from emofusion.models.base import FusionModel, ModelOutput
 from emofusion.models.layers import masked_mean, resample_to_lengths
@@ -477,7 +478,7 @@ class DeltaAttention(FusionModel):
                 extras["cca_correlation"] = corr.detach()
                 if self.cca_weight > 0:
                     aux["cca"] = -self.cca_weight * corr
-        if self.recon_weight > 0 and hasattr(self, "dcca_dec"):
+        if self.recon_weight > 0:  # the decoders exist exactly then (built with the DCCA encoders)
             errs = []
             for m in self.modalities:
                 rec = self.dcca_dec[m](yhats[m], masks[m])
@@ -643,6 +644,8 @@ def _stage_outputs(fn, dataset, modalities, batch_size: int = 64) -> list[Sample
 
 
 def _merge_by_id(parts: list[list[Sample]]) -> list[Sample]:
+    for p in parts:
+        check_unique_ids([s.id for s in p], "staged training: a stage-1 output")
     first = parts[0]
     index = [{s.id: s for s in p} for p in parts[1:]]
     merged = []
