@@ -1,5 +1,7 @@
 """Helpers shared by several test files (importable because pytest puts tests/ on sys.path)."""
 
+import torch
+
 from emofusion.data.batch import ModalityTensor
 
 
@@ -34,3 +36,15 @@ TINY_RUN = {
     "max_epochs": 1,
     "batch_size": 8,
 }
+
+
+class Times(torch.nn.Module):
+    """Stands in for a dropout module: multiplies by ``c`` (what dropout does to every unit it keeps), so a
+    literal reference can show where each dropout acts."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return self.c * x

@@ -14,7 +14,7 @@ import torch
 from emofusion.data.batch import ModalityTensor
 from emofusion.models import create_model
 from emofusion.tasks import classification_task
-from helpers import random_inputs
+from helpers import Times, random_inputs
 
 DIMS = {"text": 5, "audio": 4, "visual": 3}
 LENGTHS = {"text": [4, 2], "audio": [7, 5], "visual": [3, 6]}
@@ -219,18 +219,6 @@ def test_staged_inputs_split_correlated_and_representation():
     torch.testing.assert_close(out.extras["correlated"]["text"][1], v["text"][1, :, :3])
     torch.testing.assert_close(out.extras["representations"]["audio"][1], v["audio"][1, :, 3:])
     assert torch.all(out.extras["representations"]["audio"][0, 3] == 0)
-
-
-class Times(torch.nn.Module):
-    """Stands in for a dropout module: multiplies by ``c`` (what dropout does to every unit it keeps), so the
-    literal equations can show where the dropout acts."""
-
-    def __init__(self, c: float):
-        super().__init__()
-        self.c = c
-
-    def forward(self, x):
-        return self.c * x
 
 
 def test_extra_layers_are_post_norm_transformer_layers():

@@ -13,7 +13,7 @@ from torch import nn
 
 from emofusion.models import create_model
 from emofusion.tasks import classification_task, sentiment_task
-from helpers import random_inputs
+from helpers import Times, random_inputs
 
 DIMS = {"text": 5, "audio": 4, "visual": 3}
 LENGTHS = {"text": [4, 2], "audio": [6, 5], "visual": [3, 7]}
@@ -314,18 +314,6 @@ def test_input_dropout_of_the_text_applies_to_text_only():
 # ---------------------------------------------------------------------------------------------------------
 # session 8 (complete mutant set of mult.py)
 # ---------------------------------------------------------------------------------------------------------
-
-
-class Times(nn.Module):
-    """Stands in for a dropout module: multiplies by ``c`` (what dropout does to every unit it keeps), so the
-    literal reference can show where each dropout acts."""
-
-    def __init__(self, c: float):
-        super().__init__()
-        self.c = c
-
-    def forward(self, x):
-        return self.c * x
 
 
 def test_every_dropout_acts_where_the_reference_applies_it():
