@@ -566,7 +566,8 @@ def preimport(targets: list[str]) -> None:
 def _carry_killed(path: Path, per_file: dict[str, list[Mutant]], notes: dict[str, str]) -> set[int]:
     """Mark the mutants a previous run killed (matched by file and key) as killed; return their ids."""
     before = json.loads(path.read_text())
-    killed_before = {(r["file"], r["mutant"]) for r in before if r["status"] in ("killed", "timeout")}
+    # test failures only: a timeout may be a loaded machine, not a kill, so it runs again
+    killed_before = {(r["file"], r["mutant"]) for r in before if r["status"] == "killed"}
     carried = set()
     for rel, ms in per_file.items():
         n = 0
