@@ -306,7 +306,8 @@ def test_saved_stage_outputs_round_trip(tmp_path):
 
     rec = {s: [Sample(f"{s}{i}", {"text": np.full((2, 3), i, np.float32)}, np.array([i], np.int64), "spk")
                for i in range(2)] for s in ("train", "val", "test")}
-    path = save_stage_outputs(str(tmp_path / "stage.pt"), TASK, {"text": 3}, rec)  # a str path works too
+    # a str path works too, and its folders are created
+    path = save_stage_outputs(str(tmp_path / "stages" / "one" / "stage.pt"), TASK, {"text": 3}, rec)
     bundle = load_dataset(f"paper002-saved:{path}")
     assert [s.id for s in bundle.test] == ["test0", "test1"] and bundle.modality_dims == {"text": 3}
     np.testing.assert_array_equal(bundle.train[1].features["text"], rec["train"][1].features["text"])
