@@ -137,6 +137,12 @@ def test_suite_ensemble_cells_reuse_the_member_runs_and_agree_with_them(tmp_path
     logs.clear()
     run_suite(SuiteSpec(cells, ["mae"], seeds=[0]), out_dir=tmp_path, suite_name="ens", log=logs.append)
     assert "(5 cached)" in logs[0]
+    # members that are no cell of the suite still train in the first wave, as jobs of their own (so parallel
+    # workers never race on one member folder), before the ensemble cell
+    logs.clear()
+    run_suite(SuiteSpec(cells[2:3], ["mae"], seeds=[1]), out_dir=tmp_path, suite_name="ens1", log=logs.append)
+    order = [m.split(" seed=")[0].split(" ", 2)[2] for m in logs if " seed=1: ok" in m]
+    assert order == ["early_fusion_lstm", "late_fusion", "ensemble (best, 2 members)"]
 
 
 def test_uniform_mean_equals_the_hand_mean_of_member_predictions():
