@@ -51,6 +51,9 @@ def test_best_and_uniform_rules():
     np.testing.assert_allclose(select_weights(SENTIMENT, members, y[:, None], "uniform"), [1 / 3] * 3)
     with pytest.raises(ValueError, match="unknown ensemble rule"):
         select_weights(SENTIMENT, members, y[:, None], "vote")
+    nan = [np.full_like(m, np.nan) for m in members]
+    with pytest.raises(ValueError, match="no mix of the members has a finite validation mae"):
+        select_weights(SENTIMENT, nan, y[:, None], "greedy")
 
 
 def test_classes_are_averaged_as_probabilities_and_scored_by_the_task_monitor():

@@ -154,12 +154,11 @@ def cmd_ensemble(args) -> int:
     from emofusion.evaluation.baselines import bundle_baselines
     from emofusion.evaluation.ensemble import ensemble, member_predictions
     from emofusion.evaluation.reports import print_metrics
-    from emofusion.training.run import bundle_for_module, load_module
 
     members = [member_predictions(run) for run in args.runs]
     result = ensemble(members, args.rule, args.rounds)
-    bundle, run = bundle_for_module(load_module(args.runs[0]))
-    baselines = bundle_baselines(bundle, ("val", "test"), seed=run.seed)
+    bundle = members[0].bundle
+    baselines = bundle_baselines(bundle, ("val", "test"), seed=members[0].seed)
     task = members[0].task
     weights = ", ".join(f"{name} {w:.3f}" for name, w in result["weights"].items())
     print_metrics(result["metrics"], task.kind, title=f"ensemble ({args.rule}) on {bundle.name}: {weights}",

@@ -21,7 +21,7 @@ from the first member's is an error, never silently aligned.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ class MemberPredictions:
     ids: dict[str, list]  # split -> sample ids in prediction order
     predictions: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    bundle: object = field(default=None, repr=False)  # the data with the run's hygiene (for the baselines)
+    seed: int = 0
 
 
 def member_predictions(run_dir: str | Path, splits=SPLITS) -> MemberPredictions:
@@ -47,14 +49,14 @@ def member_predictions(run_dir: str | Path, splits=SPLITS) -> MemberPredictions:
     from emofusion.training.run import bundle_for_module, evaluate_split, load_module
 
     module = load_module(run_dir)
-    bundle, _ = bundle_for_module(module)
+    bundle, run = bundle_for_module(module)
     ids, preds, labels = {}, {}, {}
     for split in splits:
         _, out = evaluate_split(module, bundle, split, return_predictions=True)
         ids[split] = list(out["ids"])
         preds[split] = np.asarray(out["predictions"], np.float64)
         labels[split] = np.asarray(out["labels"])
-    return MemberPredictions(str(run_dir), module.task, ids, preds, labels)
+    return MemberPredictions(str(run_dir), module.task, ids, preds, labels, bundle, run.seed)
 
 
 def _aligned(members: list[MemberPredictions], split: str) -> list[np.ndarray]:
@@ -137,6 +139,8 @@ def select_weights(task: TaskSpec, val_spaces: list[np.ndarray], labels: np.ndar
         total = total + val_spaces[pick]
         if trial[pick] < best_score:  # strictly better: ties keep the shorter prefix
             best_score, best_counts = trial[pick], counts.copy()
+    if best_counts is None:
+        raise ValueError(f"no mix of the members has a finite validation {task.monitor}")
     return best_counts / best_counts.sum()
 
 
@@ -171,22 +175,19 @@ def run_ensemble_cell(job) -> dict:
     import time
 
     from emofusion.evaluation.baselines import bundle_baselines
-    from emofusion.evaluation.suite import Job, config_hash, run_job
-    from emofusion.training.run import bundle_for_module, load_module
+    from emofusion.evaluation.suite import member_job, run_job
 
     start = time.perf_counter()
     config = job.config
-    runs_dir, cache_dir = Path(job.run_dir).parent, Path(job.cache_path).parent
+    root = Path(job.run_dir).parent.parent  # the suite's out folder: runs/ and cache/ side by side
     members = []
     for member in config["members"]:
-        key = config_hash(member, job.seed)
-        record = run_job(Job(member, job.seed, {"clean": None}, job.split, str(cache_dir / f"{key}.json"),
-                             str(runs_dir / key)))
+        record = run_job(member_job(member, job.seed, job.split, root))
         if record.get("status") != "ok":
             raise RuntimeError(f"member {member.get('model')} seed {job.seed} failed: {record.get('error')}")
         members.append(member_predictions(record["run_dir"]))
     result = ensemble(members, config.get("rule", "greedy"), int(config.get("rounds", 20)))
-    bundle, _ = bundle_for_module(load_module(members[0].name))
+    bundle = members[0].bundle
     names = {m.name: member.get("model") for m, member in zip(members, config["members"])}
     record = {
         "status": "ok",

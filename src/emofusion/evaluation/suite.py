@@ -727,11 +727,9 @@ def run_suite(
     members = {}
     for j in todo:
         for member in j.config.get("members", ()):
-            key = config_hash(member, j.seed)
-            member_job = Job(member, j.seed, {"clean": None}, j.split, str(root / "cache" / f"{key}.json"),
-                             str(root / "runs" / key))
-            if member_job.cache_path not in todo_keys and _cached(member_job) is None:
-                members[member_job.cache_path] = member_job
+            mj = member_job(member, j.seed, j.split, root)
+            if mj.cache_path not in todo_keys and _cached(mj) is None:
+                members[mj.cache_path] = mj
     first = list(members.values()) + [j for j in todo if "members" not in j.config]
     second = [j for j in todo if "members" in j.config]
     total = len(first) + len(second)
@@ -760,6 +758,12 @@ def run_suite(
     write_reports(result)
     log(f"[{name}] wrote {result.out_dir / 'results.md'} in {result.seconds:.1f}s")
     return result
+
+
+def member_job(config: dict, seed: int, split: str, root: Path) -> Job:
+    """The job of one ensemble member: the same cache record and run folder as a suite cell of that config."""
+    key = config_hash(config, seed)
+    return Job(config, seed, {"clean": None}, split, str(root / "cache" / f"{key}.json"), str(root / "runs" / key))
 
 
 def _move_stale(spec: SuiteSpec, planned: list[Job], rows: set[str], root: Path, log) -> None:
